@@ -1,0 +1,1 @@
+"""Segment store, catalogue and FAISS lookup behind :class:`acr.index.store.Index`."""

@@ -1,0 +1,458 @@
+"""The index: a directory of immutable segments, its catalogue, and matching.
+
+Layout of an index directory::
+
+    catalogue.sqlite   contents and the manifest of live segments
+    segments/          immutable segment files (see :mod:`acr.index.segment`)
+    writer.lock        held by the one process allowed to write
+
+Adding a batch writes its segment file durably first, then commits the
+catalogue rows and the segment row in one transaction. A crash before the
+commit leaves an unreferenced file, which the next writer deletes; a crash after
+it leaves a complete batch. Removing a content marks its row removed (a
+tombstone); :meth:`Index.compact` rewrites segments without removed codes and
+merges small segments.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Self
+
+import numpy as np
+from numpy.typing import NDArray
+
+from acr.errors import IndexStoreError, UnknownContentError
+from acr.index.catalogue import Catalogue, ContentRecord, ContentSpec
+from acr.index.lookup import CodeLookup
+from acr.index.segment import build_segment, fsync_directory, read_segment, write_segment
+from acr.matching import Alignment, align, segment_alignments
+from acr.results import Match, MatchResult
+from acr.signals.audio import AudioSignal
+from acr.signals.base import Fingerprints, MediaSource
+
+CATALOGUE_FILE = "catalogue.sqlite"
+SEGMENT_DIR = "segments"
+LOCK_FILE = "writer.lock"
+DEFAULT_MAX_QUERY_SECONDS = 60.0
+DEFAULT_MIN_CONFIDENCE = 0.5
+COMPACT_TARGET_CODES = 20_000_000
+
+
+@dataclass(frozen=True)
+class IndexStats:
+    """Size of an index."""
+
+    contents: int
+    codes: int
+    duration_s: float
+    segments: int
+    bytes_on_disk: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "contents": self.contents,
+            "codes": self.codes,
+            "duration_s": self.duration_s,
+            "hours": self.duration_s / 3600.0,
+            "segments": self.segments,
+            "bytes_on_disk": self.bytes_on_disk,
+        }
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Content hash of a file, the indexer's idempotency key."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class Index:
+    """A fingerprint index on disk, loaded for matching.
+
+    Open with :meth:`open`; use as a context manager. A writable index holds an
+    exclusive lock on its directory; any number of read-only instances may be
+    open beside it and pick up its commits with :meth:`refresh`.
+    """
+
+    def __init__(self, directory: Path, catalogue: Catalogue, lock: IO[bytes] | None) -> None:
+        self.directory = directory
+        self.signal = AudioSignal()
+        self._catalogue = catalogue
+        self._lock = lock
+        self._lookup = CodeLookup()
+        self._records: dict[int, ContentRecord] = {}
+        self._loaded_segments: set[str] = set()
+        self._generation = -1
+        self.refresh()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls, directory: str | os.PathLike[str], *, create: bool = False, readonly: bool = False
+    ) -> Index:
+        """Open the index in ``directory``.
+
+        Parameters
+        ----------
+        create : bool
+            Create the directory and an empty index if it does not exist.
+        readonly : bool
+            Open for matching only; takes no lock.
+
+        Raises
+        ------
+        IndexStoreError
+            If there is no index there (and ``create`` is false), or another
+            process holds the writer lock.
+        """
+        path = Path(directory)
+        if not (path / CATALOGUE_FILE).exists():
+            if not create or readonly:
+                raise IndexStoreError(f"no index at {path} (create one with `acr index`)")
+            (path / SEGMENT_DIR).mkdir(parents=True, exist_ok=True)
+        if readonly:
+            return cls(path, Catalogue(path / CATALOGUE_FILE, readonly=True), None)
+        (path / SEGMENT_DIR).mkdir(parents=True, exist_ok=True)
+        lock = open(path / LOCK_FILE, "wb")  # noqa: SIM115 - held for the index's lifetime
+        try:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise IndexStoreError(f"index {path} is being written by another process") from None
+        index = cls(path, Catalogue(path / CATALOGUE_FILE), lock)
+        index._delete_orphans()
+        return index
+
+    def close(self) -> None:
+        self._catalogue.close()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def readonly(self) -> bool:
+        return self._lock is None
+
+    def refresh(self) -> bool:
+        """Load segments and tombstones committed since the last look; True if anything changed."""
+        generation = self._catalogue.generation()
+        if generation == self._generation:
+            return False
+        live = self._catalogue.live_segments()
+        if not self._loaded_segments.issubset(live):
+            # Compaction replaced segments under us: rebuild from scratch.
+            self._lookup = CodeLookup()
+            self._loaded_segments = set()
+        for name in live:
+            if name not in self._loaded_segments:
+                self._lookup.add_segment(read_segment(self._segment_path(name)))
+                self._loaded_segments.add(name)
+        records = {r.key: r for r in self._catalogue.live_contents()}
+        for key in self._lookup.keys() - records.keys():
+            self._lookup.remove_key(key)
+        self._records = records
+        self._generation = generation
+        return True
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def add_file(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        title: str | None = None,
+        content_id: str | None = None,
+        external_id: str | None = None,
+        owner: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        skip_existing: bool = True,
+    ) -> ContentRecord:
+        """Decode, fingerprint and add one file; an already indexed file is returned as is."""
+        content_hash = file_sha256(path)
+        if skip_existing and (existing := self.find_by_hash(content_hash)) is not None:
+            return existing
+        fingerprints = self.signal.fingerprint_media(path)
+        spec = ContentSpec(
+            title=title or Path(path).stem,
+            content_id=content_id,
+            source=str(Path(path).resolve()),
+            content_hash=content_hash,
+            external_id=external_id,
+            owner=owner,
+            metadata=metadata or {},
+        )
+        return self.add_batch([(spec, fingerprints)])[0]
+
+    def add_samples(
+        self, samples: NDArray[np.floating], sample_rate: int, spec: ContentSpec
+    ) -> ContentRecord:
+        """Fingerprint and add an in-memory mono signal."""
+        fingerprints = self.signal.fingerprint_samples(samples, sample_rate, query=False)
+        return self.add_batch([(spec, fingerprints)])[0]
+
+    def add_batch(self, batch: Iterable[tuple[ContentSpec, Fingerprints]]) -> list[ContentRecord]:
+        """Add several contents as one segment, atomically."""
+        self._require_writer()
+        items = list(batch)
+        if not items:
+            return []
+        for spec, fingerprints in items:
+            if fingerprints.kind != self.signal.name:
+                raise ValueError(f"cannot index {fingerprints.kind} fingerprints in an audio index")
+            if spec.content_id is not None and self._catalogue.by_id(spec.content_id) is not None:
+                raise IndexStoreError(f"content id {spec.content_id!r} is already indexed")
+        name = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}.seg"
+        with self._catalogue.transaction() as db:
+            keys = self._catalogue.next_keys(len(items))
+            segment = build_segment(
+                self.signal.name,
+                self.signal.hop_s,
+                [(key, fp.codes, fp.frames) for key, (_, fp) in zip(keys, items, strict=True)],
+            )
+            size = write_segment(segment, self._segment_path(name))
+            self._catalogue.insert_segment(
+                db, name, segment.kind, len(items), int(segment.codes.size), size
+            )
+            for key, (spec, fp) in zip(keys, items, strict=True):
+                self._catalogue.insert_content(
+                    db,
+                    key,
+                    spec,
+                    spec.content_id or uuid.uuid4().hex,
+                    fp.kind,
+                    fp.duration_s,
+                    name,
+                    len(fp),
+                )
+        self.refresh()
+        return [self._records[key] for key in keys]
+
+    def remove(self, content_id: str) -> ContentRecord:
+        """Remove a content from matching; its codes go at the next compaction."""
+        self._require_writer()
+        record = self.get(content_id)
+        with self._catalogue.transaction() as db:
+            db.execute(
+                "UPDATE contents SET removed_at = ? WHERE key = ?", (time.time(), record.key)
+            )
+        self.refresh()
+        return record
+
+    def compact(self) -> int:
+        """Rewrite live codes into as few segments as possible, dropping removed content.
+
+        Returns
+        -------
+        int
+            Number of segment files replaced.
+        """
+        self._require_writer()
+        old = self._catalogue.live_segments()
+        if not old:
+            return 0
+        live = self._records
+        groups: list[list[tuple[int, NDArray[np.uint32], NDArray[np.uint32]]]] = [[]]
+        group_codes = 0
+        for name in old:
+            segment = read_segment(self._segment_path(name))
+            for key, start, end in zip(segment.keys, segment.starts, segment.ends, strict=True):
+                if int(key) not in live:
+                    continue
+                if group_codes and group_codes + (end - start) > COMPACT_TARGET_CODES:
+                    groups.append([])
+                    group_codes = 0
+                groups[-1].append((int(key), segment.codes[start:end], segment.frames[start:end]))
+                group_codes += int(end - start)
+        with self._catalogue.transaction() as db:
+            for group in groups:
+                if not group:
+                    continue
+                merged = build_segment(self.signal.name, self.signal.hop_s, group)
+                name = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}.seg"
+                size = write_segment(merged, self._segment_path(name))
+                self._catalogue.insert_segment(
+                    db, name, merged.kind, len(group), int(merged.codes.size), size
+                )
+                db.executemany(
+                    "UPDATE contents SET segment = ? WHERE key = ?",
+                    [(name, key) for key, _, _ in group],
+                )
+            db.executemany("DELETE FROM segments WHERE name = ?", [(name,) for name in old])
+            # History of removed contents is kept; they no longer point at a live segment.
+            marks = ",".join("?" * len(old))
+            db.execute(
+                "UPDATE contents SET segment = '' "
+                f"WHERE removed_at IS NOT NULL AND segment IN ({marks})",
+                old,
+            )
+        self.refresh()
+        self._delete_orphans()
+        return len(old)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def get(self, content_id: str) -> ContentRecord:
+        record = self._catalogue.by_id(content_id)
+        if record is None:
+            raise UnknownContentError(f"no content with id {content_id!r} in this index")
+        return record
+
+    def find_by_hash(self, content_hash: str) -> ContentRecord | None:
+        return self._catalogue.by_hash(content_hash)
+
+    def list(self) -> list[ContentRecord]:
+        return sorted(self._records.values(), key=lambda r: r.key)
+
+    def stats(self) -> IndexStats:
+        records = self._records.values()
+        on_disk = self._catalogue.segment_bytes() + sum(
+            (self.directory / name).stat().st_size
+            for name in (CATALOGUE_FILE, f"{CATALOGUE_FILE}-wal")
+            if (self.directory / name).exists()
+        )
+        return IndexStats(
+            contents=len(self._records),
+            codes=sum(r.codes for r in records),
+            duration_s=sum(r.duration_s for r in records),
+            segments=len(self._loaded_segments),
+            bytes_on_disk=on_disk,
+        )
+
+    # -- matching ---------------------------------------------------------------------------
+
+    def match(
+        self,
+        source: MediaSource,
+        *,
+        top_k: int = 1,
+        min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+        max_seconds: float | None = DEFAULT_MAX_QUERY_SECONDS,
+    ) -> MatchResult:
+        """Identify a sample given as a file path, file bytes or a binary file object."""
+        started = time.perf_counter()
+        fingerprints = self.signal.fingerprint_query(source, max_seconds=max_seconds)
+        return self.match_fingerprints(
+            fingerprints, top_k=top_k, min_confidence=min_confidence, started=started
+        )
+
+    def match_samples(
+        self,
+        samples: NDArray[np.floating],
+        sample_rate: int,
+        *,
+        top_k: int = 1,
+        min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+    ) -> MatchResult:
+        """Identify an in-memory mono sample at any rate."""
+        started = time.perf_counter()
+        fingerprints = self.signal.fingerprint_samples(samples, sample_rate, query=True)
+        return self.match_fingerprints(
+            fingerprints, top_k=top_k, min_confidence=min_confidence, started=started
+        )
+
+    def match_fingerprints(
+        self,
+        fingerprints: Fingerprints,
+        *,
+        top_k: int = 1,
+        min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+        started: float | None = None,
+    ) -> MatchResult:
+        """Identify a sample from its query fingerprints (e.g. computed on the client)."""
+        started = time.perf_counter() if started is None else started
+        if self.readonly:
+            self.refresh()
+        hits = self._lookup.search(fingerprints.codes, fingerprints.frames)
+        query_frames = max(1, round(fingerprints.duration_s / fingerprints.hop_s))
+        ref_frames = {
+            key: round(record.duration_s / fingerprints.hop_s)
+            for key, record in self._records.items()
+        }
+        n_references = max(1, len(self._records))
+        ranked = align(
+            hits,
+            query_frames=query_frames,
+            ref_frames=ref_frames,
+            n_references=n_references,
+            top_k=max(1, top_k),
+            min_confidence=min_confidence,
+        )
+        pieces = (
+            segment_alignments(
+                hits,
+                query_frames=query_frames,
+                ref_frames=ref_frames,
+                n_references=n_references,
+                min_confidence=min_confidence,
+            )
+            if ranked
+            else []
+        )
+        hop_s = fingerprints.hop_s
+        return MatchResult(
+            matches=[self._to_match(a, hop_s) for a in ranked],
+            segments=[self._to_match(a, hop_s) for a in pieces],
+            query_duration_s=fingerprints.duration_s,
+            query_codes=len(fingerprints),
+            elapsed_ms=(time.perf_counter() - started) * 1000.0,
+        )
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _to_match(self, alignment: Alignment, hop_s: float) -> Match:
+        record = self._records[alignment.key]
+        return Match(
+            content_id=record.content_id,
+            title=record.title,
+            source=record.source,
+            offset_s=alignment.offset_frames * hop_s,
+            confidence=alignment.confidence,
+            score=alignment.inliers,
+            speed=1.0 / alignment.scale if alignment.scale else 1.0,
+            query_start_s=alignment.query_start_frame * hop_s,
+            query_end_s=(alignment.query_end_frame + 1) * hop_s,
+            duration_s=record.duration_s,
+            metadata=record.metadata,
+        )
+
+    def _segment_path(self, name: str) -> Path:
+        return self.directory / SEGMENT_DIR / name
+
+    def _require_writer(self) -> None:
+        if self.readonly:
+            raise IndexStoreError("this index was opened read-only")
+
+    def _delete_orphans(self) -> None:
+        """Delete segment files no committed batch refers to (left by a crash or a compaction)."""
+        live = set(self._catalogue.live_segments())
+        directory = self.directory / SEGMENT_DIR
+        removed = False
+        for entry in directory.iterdir():
+            if entry.name not in live:
+                entry.unlink(missing_ok=True)
+                removed = True
+        if removed:
+            fsync_directory(directory)

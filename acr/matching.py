@@ -1,0 +1,254 @@
+"""Stage 5: from code hits to matches — vote, align, score, decide.
+
+Every hit says "query frame q looks like frame r of content k". True hits of
+one content agree on a time alignment ``r ≈ scale · q + offset``; chance hits
+scatter. Voting runs in two passes:
+
+1. a coarse histogram over (content, offset) picks a few candidate alignments,
+   wide enough that a few per cent of speed drift stays in one bin;
+2. for each candidate, a Hough search over a small grid of time scales finds the
+   line with the most inliers, and the offset is refined as their median.
+
+The evidence for an alignment is the Poisson surprise of its inlier count given
+how many chance hits that content received — it grows with agreement and
+shrinks for contents that collide with everything (long or repetitive ones) —
+and the confidence is a logistic of that evidence, calibrated on audio that is
+not in the index (see ``docs/matching.md``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.special import expit
+from scipy.stats import poisson
+
+COARSE_BIN_FRAMES = 8
+INLIER_FRAMES = 1.5
+SCALES = np.linspace(0.97, 1.03, 13)
+CANDIDATES = 8
+MIN_INLIERS = 5
+
+CONFIDENCE_MIDPOINT = 8.0
+"""Evidence (−log10 p, multiple-test corrected) at which confidence is 0.5."""
+CONFIDENCE_SLOPE = 1.5
+"""Evidence units per e-fold of the odds."""
+
+
+@dataclass(frozen=True)
+class Hits:
+    """Index hits of one query, one row per (query code, reference posting) pair."""
+
+    query_frames: NDArray[np.int64]
+    keys: NDArray[np.int64]
+    ref_frames: NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """A consistent time alignment between the query and one reference."""
+
+    key: int
+    offset_frames: float
+    """Reference frame aligned with query frame 0."""
+    scale: float
+    """Reference frames per query frame (1.0 = same speed)."""
+    inliers: int
+    query_start_frame: int
+    query_end_frame: int
+    evidence: float
+    confidence: float
+
+
+def confidence_from_evidence(evidence: float) -> float:
+    """Map evidence (−log10 of the corrected chance probability) to [0, 1]."""
+    return float(expit((evidence - CONFIDENCE_MIDPOINT) / CONFIDENCE_SLOPE))
+
+
+def align(
+    hits: Hits,
+    *,
+    query_frames: int,
+    ref_frames: dict[int, int],
+    n_references: int,
+    top_k: int = 1,
+    min_confidence: float = 0.5,
+) -> list[Alignment]:
+    """Find the best alignments of a query, best first.
+
+    Parameters
+    ----------
+    hits : Hits
+        Every code hit of the query in the index.
+    query_frames : int
+        Length of the query in frames.
+    ref_frames : dict
+        Length in frames of each reference key that appears in ``hits``.
+    n_references : int
+        Number of references searched (for the multiple-test correction).
+    top_k : int
+        Number of distinct references to return at most.
+    min_confidence : float
+        Alignments below this confidence are not returned.
+
+    Returns
+    -------
+    list of Alignment
+        At most ``top_k``, one per reference, by decreasing evidence.
+    """
+    if hits.keys.size == 0:
+        return []
+    results: list[Alignment] = []
+    for key, coarse_offset in _coarse_candidates(hits, CANDIDATES):
+        alignment = _fit(hits, key, coarse_offset, query_frames, ref_frames[key], n_references)
+        if alignment is not None:
+            results.append(alignment)
+    best_per_key: dict[int, Alignment] = {}
+    for alignment in results:
+        current = best_per_key.get(alignment.key)
+        if current is None or alignment.evidence > current.evidence:
+            best_per_key[alignment.key] = alignment
+    ranked = sorted(best_per_key.values(), key=lambda a: a.evidence, reverse=True)
+    return [a for a in ranked if a.confidence >= min_confidence][:top_k]
+
+
+def segment_alignments(
+    hits: Hits,
+    *,
+    query_frames: int,
+    ref_frames: dict[int, int],
+    n_references: int,
+    min_confidence: float = 0.5,
+    max_segments: int = 4,
+) -> list[Alignment]:
+    """Explain the query as consecutive pieces of different references.
+
+    A sample that straddles the end of one advert and the start of the next
+    holds two alignments over disjoint stretches of the query. The best
+    alignment is taken, the query frames it explains are removed, and the rest
+    is searched again.
+
+    Returns
+    -------
+    list of Alignment
+        Confident alignments over disjoint query stretches, in query time order.
+    """
+    found: list[Alignment] = []
+    remaining = hits
+    for _ in range(max_segments):
+        best = align(
+            remaining,
+            query_frames=query_frames,
+            ref_frames=ref_frames,
+            n_references=n_references,
+            top_k=1,
+            min_confidence=min_confidence,
+        )
+        if not best:
+            break
+        alignment = best[0]
+        found.append(alignment)
+        outside = (remaining.query_frames < alignment.query_start_frame) | (
+            remaining.query_frames > alignment.query_end_frame
+        )
+        remaining = Hits(
+            remaining.query_frames[outside], remaining.keys[outside], remaining.ref_frames[outside]
+        )
+    return sorted(found, key=lambda a: a.query_start_frame)
+
+
+def _coarse_candidates(hits: Hits, count: int) -> list[tuple[int, int]]:
+    """The (key, offset) bins with most votes, each merged with its neighbours."""
+    coarse = np.floor_divide(hits.ref_frames - hits.query_frames, COARSE_BIN_FRAMES)
+    low = int(coarse.min())
+    span = int(coarse.max()) - low + 3
+    cell = hits.keys * span + (coarse - low + 1)
+    cells, votes = np.unique(cell, return_counts=True)
+    # A drifting alignment spreads over adjacent bins: score each bin with both neighbours.
+    merged = votes.copy()
+    for step in (-1, 1):
+        at = np.searchsorted(cells, cells + step)
+        at = np.minimum(at, cells.size - 1)
+        merged += np.where(cells[at] == cells + step, votes[at], 0)
+    order = np.argsort(-merged, kind="stable")[:count]
+    return [
+        (
+            int(cells[i] // span),
+            (int(cells[i] % span) - 1 + low) * COARSE_BIN_FRAMES + COARSE_BIN_FRAMES // 2,
+        )
+        for i in order
+    ]
+
+
+def _fit(
+    hits: Hits,
+    key: int,
+    coarse_offset: int,
+    query_frames: int,
+    ref_length: int,
+    n_references: int,
+) -> Alignment | None:
+    """Hough search over scale and offset around one coarse candidate."""
+    drift = (SCALES.max() - 1.0) * query_frames + 2 * COARSE_BIN_FRAMES
+    mine = hits.keys == key
+    near = np.abs((hits.ref_frames[mine] - hits.query_frames[mine]) - coarse_offset) <= drift
+    total_hits = int(mine.sum())
+    # Bit-flip probes and repeated codes can report one pairing several times;
+    # it is one piece of evidence.
+    pairs = np.unique(hits.query_frames[mine][near] * (1 << 32) + hits.ref_frames[mine][near])
+    q = (pairs >> 32).astype(np.float64)
+    r = (pairs & 0xFFFFFFFF).astype(np.float64)
+    if q.size < MIN_INLIERS:
+        return None
+    offsets = np.rint(r[None, :] - SCALES[:, None] * q[None, :]).astype(np.int64)
+    low = int(offsets.min()) - 1
+    width = int(offsets.max()) - low + 2
+    cells = (np.arange(SCALES.size)[:, None] * width + (offsets - low)).ravel()
+    histogram = np.bincount(cells, minlength=SCALES.size * width).reshape(SCALES.size, width)
+    # A one-frame jitter splits votes between adjacent offsets: pool them.
+    pooled = histogram.copy()
+    pooled[:, 1:] += histogram[:, :-1]
+    pooled[:, :-1] += histogram[:, 1:]
+    scale_index, offset_index = np.unravel_index(int(np.argmax(pooled)), pooled.shape)
+    best_scale = float(SCALES[scale_index])
+    best_offset = float(offset_index + low)
+    residual = r - best_scale * q - best_offset
+    inlier = np.abs(residual) <= INLIER_FRAMES
+    if int(inlier.sum()) < MIN_INLIERS:
+        return None
+    offset = best_offset + float(np.median(residual[inlier]))
+    inlier_frames = np.unique(q[inlier])
+    inliers = int(inlier_frames.size)
+    if inliers < MIN_INLIERS:
+        return None
+    evidence = _evidence(inliers, total_hits, query_frames, ref_length, n_references)
+    return Alignment(
+        key=key,
+        offset_frames=offset,
+        scale=best_scale,
+        inliers=inliers,
+        query_start_frame=int(inlier_frames[0]),
+        query_end_frame=int(inlier_frames[-1]),
+        evidence=evidence,
+        confidence=confidence_from_evidence(evidence),
+    )
+
+
+def _evidence(
+    inliers: int, total_hits: int, query_frames: int, ref_length: int, n_references: int
+) -> float:
+    """−log10 of the chance of this many inliers if the content's hits were random.
+
+    Chance hits of a content spread over every offset at which the query could
+    overlap it; an inlier band covers ``2·INLIER_FRAMES + 1`` of them for each
+    scale tried. The probability is corrected for every offset, scale and
+    reference that was effectively tested.
+    """
+    positions = max(ref_length + query_frames, 1)
+    band = (2 * INLIER_FRAMES + 1) / positions
+    expected = max(total_hits * band, 1e-3)
+    tail = float(poisson.logsf(inliers - 1, expected)) / np.log(10.0)
+    tests = positions * SCALES.size * max(n_references, 1)
+    return float(-tail - np.log10(tests))

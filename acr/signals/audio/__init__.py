@@ -1,0 +1,87 @@
+"""Audio signal kind: decode → spectrogram → peaks → pair codes.
+
+Reference and query fingerprints differ only in density: references are kept
+sparse (index size), queries are dense so that enough of the reference's pairs
+survive noise and room acoustics to be found.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+from acr.signals.audio.codes import pair_codes
+from acr.signals.audio.decode import decode_audio, ensure_audible, resample
+from acr.signals.audio.peaks import find_peaks
+from acr.signals.audio.spectrogram import HOP_S, SAMPLE_RATE, log_spectrogram
+from acr.signals.base import Fingerprints, MediaSource
+
+KIND = "audio"
+
+REFERENCE_PEAKS_PER_SECOND = 18.0
+REFERENCE_FANOUT = 4
+QUERY_PEAKS_PER_SECOND = 40.0
+QUERY_FANOUT = 8
+
+__all__ = [
+    "HOP_S",
+    "KIND",
+    "SAMPLE_RATE",
+    "AudioSignal",
+    "fingerprint_query",
+    "fingerprint_reference",
+]
+
+
+def _fingerprint(
+    samples: NDArray[np.float32], peaks_per_second: float, fanout: int
+) -> Fingerprints:
+    peaks = find_peaks(log_spectrogram(samples), peaks_per_second=peaks_per_second)
+    codes, frames = pair_codes(peaks, fanout=fanout)
+    return Fingerprints(
+        kind=KIND,
+        codes=codes,
+        frames=frames,
+        hop_s=HOP_S,
+        duration_s=samples.shape[0] / SAMPLE_RATE,
+    )
+
+
+def fingerprint_reference(samples: NDArray[np.float32]) -> Fingerprints:
+    """Fingerprint reference audio (mono float32 at :data:`SAMPLE_RATE`) for the index."""
+    return _fingerprint(samples, REFERENCE_PEAKS_PER_SECOND, REFERENCE_FANOUT)
+
+
+def fingerprint_query(samples: NDArray[np.float32]) -> Fingerprints:
+    """Fingerprint a sample (mono float32 at :data:`SAMPLE_RATE`) to be matched."""
+    return _fingerprint(samples, QUERY_PEAKS_PER_SECOND, QUERY_FANOUT)
+
+
+class AudioSignal:
+    """The audio :class:`~acr.signals.base.SignalKind`."""
+
+    name = KIND
+    hop_s = HOP_S
+    sample_rate = SAMPLE_RATE
+
+    def fingerprint_media(
+        self, source: MediaSource, *, max_seconds: float | None = None
+    ) -> Fingerprints:
+        samples = decode_audio(source, sample_rate=SAMPLE_RATE, max_seconds=max_seconds)
+        ensure_audible(samples, sample_rate=SAMPLE_RATE)
+        return fingerprint_reference(samples)
+
+    def fingerprint_query(
+        self, source: MediaSource, *, max_seconds: float | None = None
+    ) -> Fingerprints:
+        samples = decode_audio(source, sample_rate=SAMPLE_RATE, max_seconds=max_seconds)
+        ensure_audible(samples, sample_rate=SAMPLE_RATE)
+        return fingerprint_query(samples)
+
+    def fingerprint_samples(
+        self, samples: NDArray[np.floating], sample_rate: int, *, query: bool
+    ) -> Fingerprints:
+        """Fingerprint an in-memory mono signal at any rate."""
+        mono = resample(samples, sample_rate, SAMPLE_RATE)
+        ensure_audible(mono, sample_rate=SAMPLE_RATE)
+        return fingerprint_query(mono) if query else fingerprint_reference(mono)

@@ -1,0 +1,106 @@
+"""Stage 3: fingerprint codes — pairs of peaks packed into 22-bit hash codes.
+
+Each anchor peak is paired with the loudest few peaks of its target zone (the
+next second, within 1.5 octaves, at least ~¾ semitone away). Choosing targets
+by loudness rather than by nearness means a noisy query, which has extra
+spurious peaks, still pairs an anchor with the same partners as the clean
+reference did.
+
+A pair is described by four fields. The three numeric ones are Gray-coded, so a
+one-step jitter of any field (a peak one frame or one band over) is a one-bit
+flip, which the index recovers with its bit-flip probes:
+
+* the anchor's frequency on a logarithmic scale (36 bands per octave), so a
+  small speed change shifts it by the same amount anywhere in the spectrum;
+* the frequency ratio of the pair (36 bands per octave), unchanged by speed;
+* the time difference in frames;
+* whether the target is louder than the anchor (one bit).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+from acr.signals.audio.peaks import MIN_HZ, Peaks
+
+F1_BANDS_PER_OCTAVE = 36
+RATIO_BANDS_PER_OCTAVE = 36
+MAX_RATIO_OCTAVES = 1.5
+MIN_RATIO_OCTAVES = 0.06
+"""Pairs within a sustained note's own partial carry almost no information."""
+MAX_DT_FRAMES = 63
+
+_F1_BITS = 8
+_RATIO_BITS = 7
+_DT_BITS = 6
+CODE_BITS = 24
+"""Width of a code in the index (22 bits used, the rest zero)."""
+
+_CANDIDATE_WINDOW = 48
+"""How many following peaks are examined for each anchor."""
+
+
+def gray(values: NDArray[np.int64]) -> NDArray[np.int64]:
+    """Binary-reflected Gray code: consecutive integers differ in one bit."""
+    return values ^ (values >> 1)
+
+
+def pair_codes(peaks: Peaks, *, fanout: int) -> tuple[NDArray[np.uint32], NDArray[np.uint32]]:
+    """Pair each peak with up to ``fanout`` later peaks and hash each pair.
+
+    Parameters
+    ----------
+    peaks : Peaks
+        Event points sorted by frame.
+    fanout : int
+        Maximum number of pairs per anchor; the loudest targets come first.
+
+    Returns
+    -------
+    codes : ndarray of uint32
+        One code per pair.
+    frames : ndarray of uint32
+        The anchor's frame for each code, in non-decreasing order.
+    """
+    n = peaks.frames.shape[0]
+    if n < 2 or fanout < 1:
+        return np.zeros(0, dtype=np.uint32), np.zeros(0, dtype=np.uint32)
+    anchors = np.arange(n)[:, None]
+    targets = anchors + np.arange(1, _CANDIDATE_WINDOW + 1)[None, :]
+    in_range = targets < n
+    targets = np.minimum(targets, n - 1)
+    dt = peaks.frames[targets] - peaks.frames[anchors]
+    log_hz = np.log2(peaks.hz.astype(np.float64))
+    log_ratio = log_hz[targets] - log_hz[anchors]
+    valid = (
+        in_range
+        & (dt >= 1)
+        & (dt <= MAX_DT_FRAMES)
+        & (np.abs(log_ratio) < MAX_RATIO_OCTAVES)
+        & (np.abs(log_ratio) >= MIN_RATIO_OCTAVES)
+    )
+    loudness = np.where(valid, peaks.strength[targets], -np.inf)
+    keep = min(fanout, _CANDIDATE_WINDOW)
+    loudest = np.argpartition(-loudness, keep - 1, axis=1)[:, :keep]
+    chosen = np.zeros_like(valid)
+    np.put_along_axis(chosen, loudest, True, axis=1)
+    anchor_idx, column = np.nonzero(valid & chosen)
+    target_idx = targets[anchor_idx, column]
+
+    f1_band = np.floor(F1_BANDS_PER_OCTAVE * (log_hz[anchor_idx] - np.log2(MIN_HZ)))
+    f1_band = np.clip(f1_band, 0, (1 << _F1_BITS) - 1).astype(np.int64)
+    ratio_band = np.floor(
+        RATIO_BANDS_PER_OCTAVE * (log_ratio[anchor_idx, column] + MAX_RATIO_OCTAVES)
+    )
+    ratio_band = np.clip(ratio_band, 0, (1 << _RATIO_BITS) - 1).astype(np.int64)
+    dt_field = dt[anchor_idx, column].astype(np.int64)
+    louder = (peaks.strength[target_idx] > peaks.strength[anchor_idx]).astype(np.int64)
+
+    codes = (
+        (louder << (_F1_BITS + _RATIO_BITS + _DT_BITS))
+        | (gray(f1_band) << (_RATIO_BITS + _DT_BITS))
+        | (gray(ratio_band) << _DT_BITS)
+        | gray(dt_field)
+    )
+    return codes.astype(np.uint32), peaks.frames[anchor_idx].astype(np.uint32)
