@@ -22,8 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.special import expit
-from scipy.stats import poisson
+from scipy.special import expit, gammaln, pdtrc
 
 COARSE_BIN_FRAMES = 8
 INLIER_FRAMES = 1.5
@@ -100,6 +99,8 @@ def align(
     """
     if hits.keys.size == 0:
         return []
+    order = np.argsort(hits.keys, kind="stable")
+    hits = Hits(hits.query_frames[order], hits.keys[order], hits.ref_frames[order])
     results: list[Alignment] = []
     for key, coarse_offset in _coarse_candidates(hits, CANDIDATES):
         alignment = _fit(hits, key, coarse_offset, query_frames, ref_frames[key], n_references)
@@ -116,6 +117,7 @@ def align(
 
 def segment_alignments(
     hits: Hits,
+    first: Alignment,
     *,
     query_frames: int,
     ref_frames: dict[int, int],
@@ -126,18 +128,27 @@ def segment_alignments(
     """Explain the query as consecutive pieces of different references.
 
     A sample that straddles the end of one advert and the start of the next
-    holds two alignments over disjoint stretches of the query. The best
-    alignment is taken, the query frames it explains are removed, and the rest
-    is searched again.
+    holds two alignments over disjoint stretches of the query. Starting from
+    the best alignment ``first``, the query frames it explains are removed and
+    the rest is searched again.
 
     Returns
     -------
     list of Alignment
         Confident alignments over disjoint query stretches, in query time order.
     """
-    found: list[Alignment] = []
+    found = [first]
     remaining = hits
-    for _ in range(max_segments):
+    while len(found) < max_segments:
+        last = found[-1]
+        outside = (remaining.query_frames < last.query_start_frame) | (
+            remaining.query_frames > last.query_end_frame
+        )
+        remaining = Hits(
+            remaining.query_frames[outside], remaining.keys[outside], remaining.ref_frames[outside]
+        )
+        if remaining.keys.size < MIN_INLIERS:
+            break
         best = align(
             remaining,
             query_frames=query_frames,
@@ -148,14 +159,7 @@ def segment_alignments(
         )
         if not best:
             break
-        alignment = best[0]
-        found.append(alignment)
-        outside = (remaining.query_frames < alignment.query_start_frame) | (
-            remaining.query_frames > alignment.query_end_frame
-        )
-        remaining = Hits(
-            remaining.query_frames[outside], remaining.keys[outside], remaining.ref_frames[outside]
-        )
+        found.append(best[0])
     return sorted(found, key=lambda a: a.query_start_frame)
 
 
@@ -192,9 +196,13 @@ def _fit(
 ) -> Alignment | None:
     """Hough search over scale and offset around one coarse candidate."""
     drift = (SCALES.max() - 1.0) * query_frames + 2 * COARSE_BIN_FRAMES
-    mine = hits.keys == key
+    # ``hits`` is sorted by key: this content's hits are one slice.
+    mine = slice(
+        int(np.searchsorted(hits.keys, key, side="left")),
+        int(np.searchsorted(hits.keys, key, side="right")),
+    )
     near = np.abs((hits.ref_frames[mine] - hits.query_frames[mine]) - coarse_offset) <= drift
-    total_hits = int(mine.sum())
+    total_hits = mine.stop - mine.start
     # Bit-flip probes and repeated codes can report one pairing several times;
     # it is one piece of evidence.
     pairs = np.unique(hits.query_frames[mine][near] * (1 << 32) + hits.ref_frames[mine][near])
@@ -249,6 +257,20 @@ def _evidence(
     positions = max(ref_length + query_frames, 1)
     band = (2 * INLIER_FRAMES + 1) / positions
     expected = max(total_hits * band, 1e-3)
-    tail = float(poisson.logsf(inliers - 1, expected)) / np.log(10.0)
+    tail = _log10_poisson_tail(inliers, expected)
     tests = positions * SCALES.size * max(n_references, 1)
     return float(-tail - np.log10(tests))
+
+
+def _log10_poisson_tail(k: int, mean: float) -> float:
+    """log10 P(X ≥ k) for X ~ Poisson(mean), without underflow.
+
+    Far in the tail the sum is its first term times a geometric factor,
+    ``pmf(k) / (1 - mean / (k + 1))``, which bounds it tightly from above.
+    """
+    if k <= 0:
+        return 0.0
+    if k + 1 <= 2.0 * mean:
+        return float(np.log10(max(float(pdtrc(k - 1, mean)), 1e-300)))
+    log_pmf = -mean + k * np.log(mean) - float(gammaln(k + 1))
+    return float((log_pmf - np.log1p(-mean / (k + 1))) / np.log(10.0))

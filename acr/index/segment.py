@@ -6,8 +6,8 @@ little-endian layout that can be memory-mapped::
     header (64 bytes)   magic, version, kind, hop, counts, CRC-32 of the body
     keys   int64[n_contents]   catalogue key of each content
     ends   int64[n_contents]   cumulative code count (content i owns [ends[i-1], ends[i]))
-    codes  uint32[n_codes]
-    frames uint32[n_codes]
+    codes  uint24[n_codes]     3-byte little-endian: codes are 24 bits wide
+    frames uint24[n_codes]     3-byte little-endian: up to 2^24 frames (74 h) per content
 
 Segments are written to a temporary name, fsynced, renamed into place and the
 directory fsynced, so a reader sees a complete file or none. The CRC catches
@@ -29,6 +29,8 @@ from acr.errors import IndexStoreError
 
 _MAGIC = b"ACRSEG\0\0"
 _VERSION = 1
+PACKED_BYTES = 3
+MAX_FRAME = (1 << (8 * PACKED_BYTES)) - 1
 _HEADER = struct.Struct("<8sI8sdQQI16x")
 assert _HEADER.size == 64
 
@@ -76,13 +78,12 @@ def build_segment(
 def write_segment(segment: Segment, path: Path) -> int:
     """Write ``segment`` to ``path`` atomically and durably; return its size in bytes."""
     body = b"".join(
-        array.astype(dtype, copy=False).tobytes()
-        for array, dtype in (
-            (segment.keys, "<i8"),
-            (segment.ends, "<i8"),
-            (segment.codes, "<u4"),
-            (segment.frames, "<u4"),
-        )
+        [
+            segment.keys.astype("<i8").tobytes(),
+            segment.ends.astype("<i8").tobytes(),
+            _pack24(segment.codes),
+            _pack24(segment.frames),
+        ]
     )
     header = _HEADER.pack(
         _MAGIC,
@@ -121,7 +122,7 @@ def read_segment(path: Path) -> Segment:
     magic, version, kind, hop_s, n_contents, n_codes, crc = _HEADER.unpack_from(data)
     if magic != _MAGIC or version != _VERSION:
         raise IndexStoreError(f"{path.name} is not a version-{_VERSION} segment")
-    expected = _HEADER.size + 16 * n_contents + 8 * n_codes
+    expected = _HEADER.size + 16 * n_contents + 2 * PACKED_BYTES * n_codes
     if len(data) != expected or zlib.crc32(memoryview(data)[_HEADER.size :]) != crc:
         raise IndexStoreError(f"segment {path.name} is corrupt (size or checksum mismatch)")
     offset = _HEADER.size
@@ -134,8 +135,8 @@ def read_segment(path: Path) -> Segment:
 
     keys = take("<i8", n_contents).astype(np.int64)
     ends = take("<i8", n_contents).astype(np.int64)
-    codes = take("<u4", n_codes).astype(np.uint32)
-    frames = take("<u4", n_codes).astype(np.uint32)
+    codes = _unpack24(take("u1", PACKED_BYTES * n_codes))
+    frames = _unpack24(take("u1", PACKED_BYTES * n_codes))
     return Segment(
         kind=kind.rstrip(b"\0").decode("ascii"),
         hop_s=hop_s,
@@ -144,6 +145,19 @@ def read_segment(path: Path) -> Segment:
         codes=codes,
         frames=frames,
     )
+
+
+def _pack24(values: NDArray[np.uint32]) -> bytes:
+    if values.size and int(values.max()) > MAX_FRAME:
+        raise IndexStoreError("a code or frame does not fit in 24 bits (content longer than 74 h?)")
+    little_endian = np.ascontiguousarray(values.astype("<u4")).view(np.uint8).reshape(-1, 4)
+    return little_endian[:, :PACKED_BYTES].tobytes()
+
+
+def _unpack24(raw: NDArray[np.generic]) -> NDArray[np.uint32]:
+    padded = np.zeros((raw.size // PACKED_BYTES, 4), dtype=np.uint8)
+    padded[:, :PACKED_BYTES] = np.asarray(raw, dtype=np.uint8).reshape(-1, PACKED_BYTES)
+    return padded.view("<u4").reshape(-1).astype(np.uint32)
 
 
 def fsync_directory(directory: Path) -> None:

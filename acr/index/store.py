@@ -403,6 +403,7 @@ class Index:
         pieces = (
             segment_alignments(
                 hits,
+                ranked[0],
                 query_frames=query_frames,
                 ref_frames=ref_frames,
                 n_references=n_references,

@@ -25,7 +25,9 @@ from scipy.ndimage import maximum_filter
 
 from acr.signals.audio.spectrogram import HOP_S, N_FFT, SAMPLE_RATE
 
-MIN_HZ = 110.0
+MIN_HZ = 250.0
+"""Bass below this is dropped: loudspeakers of TVs and phones, telephone lines and
+phone microphones barely pass it, so peaks there would be missing from samples."""
 MAX_HZ = 3800.0
 _BIN_HZ = SAMPLE_RATE / N_FFT
 MIN_BIN = int(MIN_HZ / _BIN_HZ)
