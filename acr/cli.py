@@ -9,6 +9,18 @@ Subcommands::
     acr remove  --index-dir DIR CONTENT_ID...
     acr compact --index-dir DIR
 
+``acr match --json`` prints exactly one JSON object per query, one per line::
+
+    {"query": PATH, "match": null or {"content_id", "title", "source", "offset_s",
+     "confidence", "score", "speed", "query_start_s", "query_end_s", "duration_s",
+     "metadata"}, "elapsed_ms": FLOAT, "query_duration_s": FLOAT}
+
+with ``"alternatives"`` (the other candidates, best first) when ``--top-k`` is
+above 1, ``"segments"`` (the stretches of the sample matched to different
+references, in sample order) when the sample straddles references, and
+``"error": {"code", "message"}`` (and a null match) when the query's media
+cannot be used.
+
 Exit status: 0 on success (a query without a match is a success), 1 when a
 file or query failed or the index is unusable, 2 for usage errors, 130 when
 interrupted by Ctrl-C. Errors of the core (:class:`acr.errors.AcrError`) are
@@ -29,12 +41,13 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TextIO
 
 from acr import __version__
 from acr.errors import AcrError
 from acr.index.store import DEFAULT_MAX_QUERY_SECONDS, DEFAULT_MIN_CONFIDENCE, Index
 from acr.results import Match, MatchResult
+from indexer.job import BatchInterrupted, BatchSummary, describe_error, run_batch
 
 __all__ = ["COMMANDS", "Command", "build_parser", "main", "register", "run_command"]
 
@@ -168,7 +181,7 @@ def _print(text: str = "") -> None:
 
 
 def _dump(value: Any) -> str:
-    return json.dumps(value, allow_nan=False)
+    return json.dumps(value)
 
 
 # -- acr index --------------------------------------------------------------------------------
@@ -209,9 +222,7 @@ def _configure_index(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_index(args: argparse.Namespace) -> int:
-    from indexer.job import BatchInterrupted, BatchSummary, run_batch
-
-    def report(summary: BatchSummary, stream: Any) -> None:
+    def report(summary: BatchSummary, stream: TextIO) -> None:
         if args.json:
             print(_dump(summary.to_dict()), file=stream, flush=True)
         else:
@@ -234,7 +245,7 @@ def _run_index(args: argparse.Namespace) -> int:
     return EXIT_FAILED if summary.failed else EXIT_OK
 
 
-def _format_summary(summary: Any) -> str:
+def _format_summary(summary: BatchSummary) -> str:
     lines = [
         f"indexed {summary.indexed} file{'s' if summary.indexed != 1 else ''} "
         f"({summary.hours_indexed:.2f} h of audio) into {summary.index_dir} "
@@ -295,8 +306,6 @@ def _configure_match(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_match(args: argparse.Namespace) -> int:
-    from indexer.job import describe_error
-
     failures = 0
     with Index.open(args.index_dir, readonly=True) as index:
         for query in args.paths:
@@ -442,7 +451,7 @@ def _run_remove(args: argparse.Namespace) -> int:
         for content_id in dict.fromkeys(args.content_ids):
             record = index.remove(content_id)
             _print(f"removed {record.content_id} ({record.title})")
-    _print("its codes stay on disk until `acr compact`")
+    _print("removed contents stop matching now; their codes stay on disk until `acr compact`")
     return EXIT_OK
 
 
@@ -608,7 +617,8 @@ def _dispatch(command: Command, args: argparse.Namespace) -> int:
     except AcrError as exc:
         return _error(exc.message)
     except sqlite3.Error as exc:
-        return _error(f"index catalogue of {args.index_dir}: {exc}")
+        where = getattr(args, "index_dir", None)
+        return _error(f"index catalogue{f' of {where}' if where else ''}: {exc}")
     except OSError as exc:
         if isinstance(exc, BrokenPipeError):
             return _broken_pipe()

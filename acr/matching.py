@@ -18,6 +18,7 @@ not in the index (see ``docs/matching.md``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,7 +71,7 @@ def align(
     hits: Hits,
     *,
     query_frames: int,
-    ref_frames: dict[int, int],
+    ref_frames: Callable[[int], int],
     n_references: int,
     top_k: int = 1,
     min_confidence: float = 0.5,
@@ -83,8 +84,8 @@ def align(
         Every code hit of the query in the index.
     query_frames : int
         Length of the query in frames.
-    ref_frames : dict
-        Length in frames of each reference key that appears in ``hits``.
+    ref_frames : callable
+        Length in frames of the reference with a given key.
     n_references : int
         Number of references searched (for the multiple-test correction).
     top_k : int
@@ -103,7 +104,7 @@ def align(
     hits = Hits(hits.query_frames[order], hits.keys[order], hits.ref_frames[order])
     results: list[Alignment] = []
     for key, coarse_offset in _coarse_candidates(hits, CANDIDATES):
-        alignment = _fit(hits, key, coarse_offset, query_frames, ref_frames[key], n_references)
+        alignment = _fit(hits, key, coarse_offset, query_frames, ref_frames(key), n_references)
         if alignment is not None:
             results.append(alignment)
     best_per_key: dict[int, Alignment] = {}
@@ -120,7 +121,7 @@ def segment_alignments(
     first: Alignment,
     *,
     query_frames: int,
-    ref_frames: dict[int, int],
+    ref_frames: Callable[[int], int],
     n_references: int,
     min_confidence: float = 0.5,
     max_segments: int = 4,

@@ -13,7 +13,9 @@ class Match:
     Attributes
     ----------
     offset_s : float
-        Where in the reference the sample starts, in the reference's time base.
+        Where in the reference the explained stretch of the sample starts
+        (``query_start_s``), in the reference's time base. For a whole-sample
+        match the stretch is the whole sample, so this is where the sample starts.
     confidence : float
         Calibrated probability-like score in [0, 1]; below the matcher's
         ``min_confidence`` a candidate is not reported at all.
@@ -22,7 +24,8 @@ class Match:
     speed : float
         Playback speed of the sample relative to the reference (1.02 = 2 % fast).
     query_start_s, query_end_s : float
-        The stretch of the sample that this match explains.
+        The stretch of the sample that this match explains: the whole sample
+        for :attr:`MatchResult.matches`, the piece for :attr:`MatchResult.segments`.
     """
 
     content_id: str

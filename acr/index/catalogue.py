@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from acr.errors import IndexStoreError
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS segments (
@@ -117,16 +119,32 @@ class Catalogue:
     """Thin typed access to the catalogue database."""
 
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
-        uri = f"file:{path}?mode={'ro' if readonly else 'rwc'}"
+        # A URI, not a path, so that ?mode= applies; as_uri() escapes '#', '?' and '%'.
+        uri = f"{path.resolve().as_uri()}?mode={'ro' if readonly else 'rwc'}"
         self._db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA busy_timeout = 10000")
-        if not readonly:
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = FULL")
-            self._db.executescript(SCHEMA)
-            self._db.execute(
-                "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?), ('generation', '0')",
-                (SCHEMA_VERSION,),
+        try:
+            self._db.execute("PRAGMA busy_timeout = 10000")
+            if not readonly:
+                self._db.execute("PRAGMA journal_mode = WAL")
+                self._db.execute("PRAGMA synchronous = FULL")
+                self._db.executescript(SCHEMA)
+                self._db.execute(
+                    "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?), ('generation', '0')",
+                    (SCHEMA_VERSION,),
+                )
+            row = self._db.execute(
+                "SELECT value FROM meta WHERE name = 'schema_version'"
+            ).fetchone()
+        except sqlite3.DatabaseError as error:
+            self._db.close()
+            raise IndexStoreError(
+                f"catalogue {path} is damaged or not a catalogue: {error}"
+            ) from error
+        if row is None or row[0] != SCHEMA_VERSION:
+            self._db.close()
+            raise IndexStoreError(
+                f"catalogue {path} has schema {row[0] if row else 'unknown'}, "
+                f"this version reads {SCHEMA_VERSION}"
             )
 
     def close(self) -> None:
@@ -145,6 +163,14 @@ class Catalogue:
         except BaseException:
             self._db.execute("ROLLBACK")
             raise
+
+    def snapshot(self) -> tuple[int, list[str], list[ContentRecord]]:
+        """Generation, live segments and live contents, read as of one instant."""
+        self._db.execute("BEGIN")
+        try:
+            return self.generation(), self.live_segments(), self.live_contents()
+        finally:
+            self._db.execute("COMMIT")
 
     def generation(self) -> int:
         row = self._db.execute("SELECT value FROM meta WHERE name = 'generation'").fetchone()

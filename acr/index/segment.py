@@ -28,7 +28,7 @@ from numpy.typing import NDArray
 from acr.errors import IndexStoreError
 
 _MAGIC = b"ACRSEG\0\0"
-_VERSION = 1
+_VERSION = 2
 PACKED_BYTES = 3
 MAX_FRAME = (1 << (8 * PACKED_BYTES)) - 1
 _HEADER = struct.Struct("<8sI8sdQQI16x")
@@ -108,15 +108,28 @@ def write_segment(segment: Segment, path: Path) -> int:
     return len(header) + len(body)
 
 
+class SegmentMissingError(IndexStoreError):
+    """A segment named by the catalogue has no file (deleted by a compaction, or lost)."""
+
+    code = "segment_missing"
+
+
 def read_segment(path: Path) -> Segment:
     """Read and verify a segment file.
 
     Raises
     ------
+    SegmentMissingError
+        If the file does not exist.
     IndexStoreError
-        If the file is not a segment, is truncated, or fails its checksum.
+        If it cannot be read, is not a segment, is truncated, or fails its checksum.
     """
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise SegmentMissingError(f"segment {path.name} is missing from {path.parent}") from None
+    except OSError as error:
+        raise IndexStoreError(f"segment {path.name} cannot be read: {error}") from error
     if len(data) < _HEADER.size:
         raise IndexStoreError(f"segment {path.name} is truncated")
     magic, version, kind, hop_s, n_contents, n_codes, crc = _HEADER.unpack_from(data)

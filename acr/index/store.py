@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import itertools
 import os
 import time
 import uuid
@@ -30,10 +31,16 @@ from typing import IO, Any, Self
 import numpy as np
 from numpy.typing import NDArray
 
-from acr.errors import IndexStoreError, UnknownContentError
+from acr.errors import FingerprintFormatError, IndexStoreError, UnknownContentError
 from acr.index.catalogue import Catalogue, ContentRecord, ContentSpec
 from acr.index.lookup import CodeLookup
-from acr.index.segment import build_segment, fsync_directory, read_segment, write_segment
+from acr.index.segment import (
+    SegmentMissingError,
+    build_segment,
+    fsync_directory,
+    read_segment,
+    write_segment,
+)
 from acr.matching import Alignment, align, segment_alignments
 from acr.results import Match, MatchResult
 from acr.signals.audio import AudioSignal
@@ -45,6 +52,7 @@ LOCK_FILE = "writer.lock"
 DEFAULT_MAX_QUERY_SECONDS = 60.0
 DEFAULT_MIN_CONFIDENCE = 0.5
 COMPACT_TARGET_CODES = 20_000_000
+_REFRESH_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -123,7 +131,12 @@ class Index:
                 raise IndexStoreError(f"no index at {path} (create one with `acr index`)")
             (path / SEGMENT_DIR).mkdir(parents=True, exist_ok=True)
         if readonly:
-            return cls(path, Catalogue(path / CATALOGUE_FILE, readonly=True), None)
+            catalogue = Catalogue(path / CATALOGUE_FILE, readonly=True)
+            try:
+                return cls(path, catalogue, None)
+            except BaseException:
+                catalogue.close()
+                raise
         (path / SEGMENT_DIR).mkdir(parents=True, exist_ok=True)
         lock = open(path / LOCK_FILE, "wb")  # noqa: SIM115 - held for the index's lifetime
         try:
@@ -131,8 +144,22 @@ class Index:
         except BlockingIOError:
             lock.close()
             raise IndexStoreError(f"index {path} is being written by another process") from None
-        index = cls(path, Catalogue(path / CATALOGUE_FILE), lock)
-        index._delete_orphans()
+        try:
+            catalogue = Catalogue(path / CATALOGUE_FILE)
+        except BaseException:
+            lock.close()
+            raise
+        try:
+            index = cls(path, catalogue, lock)
+        except BaseException:
+            catalogue.close()
+            lock.close()
+            raise
+        try:
+            index._delete_orphans()
+        except BaseException:
+            index.close()
+            raise
         return index
 
     def close(self) -> None:
@@ -158,24 +185,36 @@ class Index:
 
     def refresh(self) -> bool:
         """Load segments and tombstones committed since the last look; True if anything changed."""
-        generation = self._catalogue.generation()
-        if generation == self._generation:
-            return False
-        live = self._catalogue.live_segments()
+        for attempt in range(_REFRESH_ATTEMPTS):
+            generation, live, contents = self._catalogue.snapshot()
+            if generation == self._generation:
+                return False
+            try:
+                self._load(live)
+            except SegmentMissingError:
+                # A compaction committed and deleted the files we were about to
+                # read; the next snapshot names their replacements.
+                if attempt + 1 == _REFRESH_ATTEMPTS:
+                    raise
+                continue
+            records = {r.key: r for r in contents}
+            for key in self._lookup.keys() - records.keys():
+                self._lookup.remove_key(key)
+            self._records = records
+            self._generation = generation
+            return True
+        raise AssertionError("unreachable")
+
+    def _load(self, live: list[str]) -> None:
+        """Make exactly the ``live`` segments searchable."""
         if not self._loaded_segments.issubset(live):
-            # Compaction replaced segments under us: rebuild from scratch.
+            # Compaction replaced segments: rebuild from scratch.
             self._lookup = CodeLookup()
             self._loaded_segments = set()
         for name in live:
             if name not in self._loaded_segments:
                 self._lookup.add_segment(read_segment(self._segment_path(name)))
                 self._loaded_segments.add(name)
-        records = {r.key: r for r in self._catalogue.live_contents()}
-        for key in self._lookup.keys() - records.keys():
-            self._lookup.remove_key(key)
-        self._records = records
-        self._generation = generation
-        return True
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -219,6 +258,9 @@ class Index:
         items = list(batch)
         if not items:
             return []
+        explicit_ids = [spec.content_id for spec, _ in items if spec.content_id is not None]
+        if len(explicit_ids) != len(set(explicit_ids)):
+            raise IndexStoreError("a content id appears more than once in the batch")
         for spec, fingerprints in items:
             if fingerprints.kind != self.signal.name:
                 raise ValueError(f"cannot index {fingerprints.kind} fingerprints in an audio index")
@@ -247,7 +289,15 @@ class Index:
                     name,
                     len(fp),
                 )
-        self.refresh()
+        # The writer holds the lock, so nothing else changed: apply the batch
+        # directly instead of re-reading the catalogue (which grows with it).
+        self._lookup.add_segment(segment)
+        self._loaded_segments.add(name)
+        for key in keys:
+            record = self._catalogue.by_key(key)
+            assert record is not None
+            self._records[key] = record
+        self._generation = self._catalogue.generation()
         return [self._records[key] for key in keys]
 
     def remove(self, content_id: str) -> ContentRecord:
@@ -258,7 +308,9 @@ class Index:
             db.execute(
                 "UPDATE contents SET removed_at = ? WHERE key = ?", (time.time(), record.key)
             )
-        self.refresh()
+        self._lookup.remove_key(record.key)
+        del self._records[record.key]
+        self._generation = self._catalogue.generation()
         return record
 
     def compact(self) -> int:
@@ -383,14 +435,23 @@ class Index:
     ) -> MatchResult:
         """Identify a sample from its query fingerprints (e.g. computed on the client)."""
         started = time.perf_counter() if started is None else started
+        if fingerprints.kind != self.signal.name or not np.isclose(
+            fingerprints.hop_s, self.signal.hop_s
+        ):
+            raise FingerprintFormatError(
+                f"fingerprints are {fingerprints.kind} with a {fingerprints.hop_s * 1000:g} ms "
+                f"hop; this index holds {self.signal.name} with a "
+                f"{self.signal.hop_s * 1000:g} ms hop"
+            )
         if self.readonly:
             self.refresh()
         hits = self._lookup.search(fingerprints.codes, fingerprints.frames)
+        hop_s = fingerprints.hop_s
         query_frames = max(1, round(fingerprints.duration_s / fingerprints.hop_s))
-        ref_frames = {
-            key: round(record.duration_s / fingerprints.hop_s)
-            for key, record in self._records.items()
-        }
+
+        def ref_frames(key: int) -> int:
+            return round(self._records[key].duration_s / hop_s)
+
         n_references = max(1, len(self._records))
         ranked = align(
             hits,
@@ -412,10 +473,13 @@ class Index:
             if ranked
             else []
         )
-        hop_s = fingerprints.hop_s
+        whole = (0, query_frames - 1)
         return MatchResult(
-            matches=[self._to_match(a, hop_s) for a in ranked],
-            segments=[self._to_match(a, hop_s) for a in pieces],
+            matches=[self._to_match(a, hop_s, whole) for a in ranked],
+            segments=[
+                self._to_match(a, hop_s, stretch)
+                for a, stretch in zip(pieces, _tile(pieces, query_frames), strict=True)
+            ],
             query_duration_s=fingerprints.duration_s,
             query_codes=len(fingerprints),
             elapsed_ms=(time.perf_counter() - started) * 1000.0,
@@ -423,18 +487,20 @@ class Index:
 
     # -- internals --------------------------------------------------------------------------
 
-    def _to_match(self, alignment: Alignment, hop_s: float) -> Match:
+    def _to_match(self, alignment: Alignment, hop_s: float, stretch: tuple[int, int]) -> Match:
+        """A match for the stretch ``[first, last]`` (query frames) of the sample."""
         record = self._records[alignment.key]
+        first, last = stretch
         return Match(
             content_id=record.content_id,
             title=record.title,
             source=record.source,
-            offset_s=alignment.offset_frames * hop_s,
+            offset_s=(alignment.offset_frames + alignment.scale * first) * hop_s,
             confidence=alignment.confidence,
             score=alignment.inliers,
-            speed=1.0 / alignment.scale if alignment.scale else 1.0,
-            query_start_s=alignment.query_start_frame * hop_s,
-            query_end_s=(alignment.query_end_frame + 1) * hop_s,
+            speed=alignment.scale,
+            query_start_s=first * hop_s,
+            query_end_s=(last + 1) * hop_s,
             duration_s=record.duration_s,
             metadata=record.metadata,
         )
@@ -457,3 +523,18 @@ class Index:
                 removed = True
         if removed:
             fsync_directory(directory)
+
+
+def _tile(pieces: list[Alignment], query_frames: int) -> list[tuple[int, int]]:
+    """Stretches of the sample for consecutive pieces, covering it without gaps.
+
+    Each boundary is put midway between one piece's last inlier and the next
+    one's first, the best estimate of where one reference gives way to the next.
+    """
+    if not pieces:
+        return []
+    starts = [0]
+    for before, after in itertools.pairwise(pieces):
+        starts.append((before.query_end_frame + after.query_start_frame + 1) // 2)
+    ends = [start - 1 for start in starts[1:]] + [query_frames - 1]
+    return list(zip(starts, ends, strict=True))
