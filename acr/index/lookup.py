@@ -21,7 +21,7 @@ from acr.index.segment import Segment
 from acr.matching import Hits
 from acr.signals.audio.codes import CODE_BITS
 
-CODE_BYTES = CODE_BITS // 8
+CODE_BYTES = (CODE_BITS + 7) // 8
 BIT_FLIPS = 1
 
 

@@ -1,4 +1,4 @@
-"""Stage 3: fingerprint codes — pairs of peaks packed into 22-bit hash codes.
+"""Stage 3: fingerprint codes — pairs of peaks packed into 23-bit hash codes.
 
 Each anchor peak is paired with the loudest few peaks of its target zone (the
 next second, within 1.5 octaves, at least ~¾ semitone away). Choosing targets
@@ -14,7 +14,9 @@ flip, which the index recovers with its bit-flip probes:
   small speed change shifts it by the same amount anywhere in the spectrum;
 * the frequency ratio of the pair (36 bands per octave), unchanged by speed;
 * the time difference in frames;
-* whether the target is louder than the anchor (one bit).
+* the level difference of the pair in four steps of about 3.5 dB. It is
+  nearly free of noise (the loudest peaks are kept) and halves the chance
+  collisions between unrelated pairs (measured: 35 → 21 hits per query code).
 """
 
 from __future__ import annotations
@@ -30,12 +32,16 @@ MAX_RATIO_OCTAVES = 1.5
 MIN_RATIO_OCTAVES = 0.06
 """Pairs within a sustained note's own partial carry almost no information."""
 MAX_DT_FRAMES = 63
+LEVEL_STEP = 0.8
+"""Level difference of a pair is coded in four steps: below -LEVEL_STEP, below 0,
+below +LEVEL_STEP, above (natural-log power units; 0.8 ≈ 3.5 dB)."""
 
 _F1_BITS = 8
 _RATIO_BITS = 7
 _DT_BITS = 6
-CODE_BITS = 24
-"""Width of a code in the index (22 bits used, the rest zero)."""
+_LEVEL_BITS = 2
+CODE_BITS = _LEVEL_BITS + _F1_BITS + _RATIO_BITS + _DT_BITS
+"""Width of a code in the index: 23 bits, stored in 3 bytes."""
 
 _CANDIDATE_WINDOW = 48
 """How many following peaks are examined for each anchor."""
@@ -95,10 +101,13 @@ def pair_codes(peaks: Peaks, *, fanout: int) -> tuple[NDArray[np.uint32], NDArra
     )
     ratio_band = np.clip(ratio_band, 0, (1 << _RATIO_BITS) - 1).astype(np.int64)
     dt_field = dt[anchor_idx, column].astype(np.int64)
-    louder = (peaks.strength[target_idx] > peaks.strength[anchor_idx]).astype(np.int64)
+    level_step = np.digitize(
+        peaks.strength[target_idx] - peaks.strength[anchor_idx],
+        [-LEVEL_STEP, 0.0, LEVEL_STEP],
+    ).astype(np.int64)
 
     codes = (
-        (louder << (_F1_BITS + _RATIO_BITS + _DT_BITS))
+        (gray(level_step) << (_F1_BITS + _RATIO_BITS + _DT_BITS))
         | (gray(f1_band) << (_RATIO_BITS + _DT_BITS))
         | (gray(ratio_band) << _DT_BITS)
         | gray(dt_field)
