@@ -8,6 +8,7 @@ Subcommands::
     acr stats   --index-dir DIR [--json]
     acr remove  --index-dir DIR CONTENT_ID...
     acr compact --index-dir DIR
+    acr demo    [--dir DIR]
 
 ``acr match --json`` prints exactly one JSON object per query, one per line::
 
@@ -41,6 +42,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TextIO
 
 from acr import __version__
@@ -471,6 +473,37 @@ def _run_compact(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _configure_demo(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dir", default="demo", help="folder for the catalogue, its index and the samples"
+    )
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from acr.demo import build_demo
+    from indexer import run_batch
+
+    directory = Path(args.dir)
+    _print(f"Writing the demo catalogue and samples to {directory}/ ...")
+    manifest, index_dir, samples = build_demo(directory)
+    _print(f"Indexing {manifest} into {index_dir}/ (already indexed files are skipped) ...")
+    summary = run_batch(index_dir, [str(manifest)], progress=sys.stderr.isatty())
+    _print(
+        f"  {summary.indexed} indexed, {summary.skipped} already there, "
+        f"{len(summary.failed)} failed"
+    )
+    _print("\nMatching the samples (acr match --json):")
+    status = main(["match", "--index-dir", str(index_dir), "--json", *(str(p) for p, _ in samples)])
+    _print("\nExpected:")
+    for path, expected in samples:
+        _print(f"  {path.name}: {expected}")
+    _print(
+        f"\nTry it yourself: acr match --index-dir {index_dir} {samples[0][0]}\n"
+        f"or index your own files: acr index --index-dir {index_dir} PATH..."
+    )
+    return status if not summary.failed else EXIT_FAILED
+
+
 register(
     Command(
         name="index",
@@ -537,6 +570,22 @@ register(
         description="Merge segments and drop the codes of removed contents.",
         configure=_configure_compact,
         run=_run_compact,
+    )
+)
+
+
+register(
+    Command(
+        name="demo",
+        help="build a demo catalogue, index it and match three viewer samples",
+        description=(
+            "Write synthetic programmes and adverts in several formats, index them with the "
+            "batch indexer, then match a noisy living-room recording, an ad break that "
+            "straddles two adverts and a sample that is in no catalogue. Rerunning reuses what "
+            "is already there."
+        ),
+        configure=_configure_demo,
+        run=_run_demo,
     )
 )
 

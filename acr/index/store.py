@@ -22,7 +22,7 @@ import itertools
 import os
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -478,7 +478,7 @@ class Index:
             matches=[self._to_match(a, hop_s, whole) for a in ranked],
             segments=[
                 self._to_match(a, hop_s, stretch)
-                for a, stretch in zip(pieces, _tile(pieces, query_frames), strict=True)
+                for a, stretch in zip(pieces, _tile(pieces, query_frames, ref_frames), strict=True)
             ],
             query_duration_s=fingerprints.duration_s,
             query_codes=len(fingerprints),
@@ -525,16 +525,24 @@ class Index:
             fsync_directory(directory)
 
 
-def _tile(pieces: list[Alignment], query_frames: int) -> list[tuple[int, int]]:
+def _tile(
+    pieces: list[Alignment], query_frames: int, ref_frames: Callable[[int], int]
+) -> list[tuple[int, int]]:
     """Stretches of the sample for consecutive pieces, covering it without gaps.
 
-    Each boundary is put midway between one piece's last inlier and the next
-    one's first, the best estimate of where one reference gives way to the next.
+    Each boundary goes midway between one piece's last inlier and the next
+    one's first, then is moved, if needed, to where the earlier reference ends
+    or the later one begins: a recording cannot be heard outside itself.
     """
     if not pieces:
         return []
     starts = [0]
     for before, after in itertools.pairwise(pieces):
-        starts.append((before.query_end_frame + after.query_start_frame + 1) // 2)
+        boundary = (before.query_end_frame + after.query_start_frame + 1) / 2
+        after_begins = -after.offset_frames / after.scale
+        before_ends = (ref_frames(before.key) - before.offset_frames) / before.scale
+        if after_begins <= before_ends:
+            boundary = min(max(boundary, after_begins), before_ends)
+        starts.append(round(boundary))
     ends = [start - 1 for start in starts[1:]] + [query_frames - 1]
     return list(zip(starts, ends, strict=True))
