@@ -18,7 +18,7 @@ from acr.signals.base import Fingerprints, MediaSource
 
 KIND = "audio"
 
-REFERENCE_PEAKS_PER_SECOND = 18.0
+REFERENCE_PEAKS_PER_SECOND = 22.0
 REFERENCE_FANOUT = 4
 QUERY_PEAKS_PER_SECOND = 40.0
 QUERY_FANOUT = 8

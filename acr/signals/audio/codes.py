@@ -1,7 +1,7 @@
 """Stage 3: fingerprint codes — pairs of peaks packed into 23-bit hash codes.
 
 Each anchor peak is paired with the loudest few peaks of its target zone (the
-next second, within 1.5 octaves, at least ~¾ semitone away). Choosing targets
+next 0.64 s, within 1.5 octaves, at least ~¾ semitone away). Choosing targets
 by loudness rather than by nearness means a noisy query, which has extra
 spurious peaks, still pairs an anchor with the same partners as the clean
 reference did.
@@ -31,7 +31,7 @@ RATIO_BANDS_PER_OCTAVE = 36
 MAX_RATIO_OCTAVES = 1.5
 MIN_RATIO_OCTAVES = 0.06
 """Pairs within a sustained note's own partial carry almost no information."""
-MAX_DT_FRAMES = 63
+MAX_DT_FRAMES = 40
 LEVEL_STEP = 0.8
 """Level difference of a pair is coded in four steps: below -LEVEL_STEP, below 0,
 below +LEVEL_STEP, above (natural-log power units; 0.8 ≈ 3.5 dB)."""
