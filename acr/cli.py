@@ -47,7 +47,12 @@ from typing import Any, TextIO
 
 from acr import __version__
 from acr.errors import AcrError
-from acr.index.store import DEFAULT_MAX_QUERY_SECONDS, DEFAULT_MIN_CONFIDENCE, Index
+from acr.index.store import (
+    DEFAULT_MAX_QUERY_BYTES,
+    DEFAULT_MAX_QUERY_SECONDS,
+    DEFAULT_MIN_CONFIDENCE,
+    Index,
+)
 from acr.results import Match, MatchResult
 from indexer.job import BatchInterrupted, BatchSummary, describe_error, run_batch
 
@@ -150,13 +155,13 @@ def _probability(text: str) -> float:
     return value
 
 
-def _seconds_or_unlimited(text: str) -> float | None:
+def _limit_or_unlimited(text: str) -> float | None:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not value >= 0.0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
     return value or None
 
 
@@ -297,10 +302,17 @@ def _configure_match(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-seconds",
-        type=_seconds_or_unlimited,
+        type=_limit_or_unlimited,
         default=DEFAULT_MAX_QUERY_SECONDS,
         metavar="S",
         help="reject longer samples (default: %(default)g; 0 for no limit)",
+    )
+    parser.add_argument(
+        "--max-mb",
+        type=_limit_or_unlimited,
+        default=DEFAULT_MAX_QUERY_BYTES / 1e6,
+        metavar="MB",
+        help="reject larger sample files (default: %(default)g MB; 0 for no limit)",
     )
     parser.add_argument(
         "paths", nargs="+", metavar="PATH", help="sample files to identify ('-' reads stdin)"
@@ -318,6 +330,7 @@ def _run_match(args: argparse.Namespace) -> int:
                     top_k=args.top_k,
                     min_confidence=args.min_confidence,
                     max_seconds=args.max_seconds,
+                    max_bytes=None if args.max_mb is None else round(args.max_mb * 1e6),
                 )
             except Exception as exc:  # one bad query never stops the others
                 failures += 1

@@ -281,6 +281,11 @@ def test_match_threshold_and_limits(library: Library, capsys: pytest.CaptureFixt
     [record] = json_lines(out)
     assert record["error"]["code"] == "media_too_long"
 
+    status, out, _ = in_process(capsys, "match", *index, "--max-mb", "0.01", excerpt)
+    assert status == 1
+    [record] = json_lines(out)
+    assert record["error"]["code"] == "media_too_large"
+
 
 # -- list / stats / remove / compact -----------------------------------------------------------
 

@@ -50,6 +50,8 @@ CATALOGUE_FILE = "catalogue.sqlite"
 SEGMENT_DIR = "segments"
 LOCK_FILE = "writer.lock"
 DEFAULT_MAX_QUERY_SECONDS = 60.0
+DEFAULT_MAX_QUERY_BYTES = 100 * 1024 * 1024
+"""A minute of uncompressed 48 kHz stereo is 11 MB; a short video clip fits too."""
 DEFAULT_MIN_CONFIDENCE = 0.5
 COMPACT_TARGET_CODES = 20_000_000
 _REFRESH_ATTEMPTS = 3
@@ -402,10 +404,13 @@ class Index:
         top_k: int = 1,
         min_confidence: float = DEFAULT_MIN_CONFIDENCE,
         max_seconds: float | None = DEFAULT_MAX_QUERY_SECONDS,
+        max_bytes: int | None = DEFAULT_MAX_QUERY_BYTES,
     ) -> MatchResult:
         """Identify a sample given as a file path, file bytes or a binary file object."""
         started = time.perf_counter()
-        fingerprints = self.signal.fingerprint_query(source, max_seconds=max_seconds)
+        fingerprints = self.signal.fingerprint_query(
+            source, max_seconds=max_seconds, max_bytes=max_bytes
+        )
         return self.match_fingerprints(
             fingerprints, top_k=top_k, min_confidence=min_confidence, started=started
         )

@@ -109,13 +109,21 @@ class SignalKind(Protocol):
     """Seconds per frame of the fingerprints this kind produces."""
 
     def fingerprint_media(
-        self, source: MediaSource, *, max_seconds: float | None = None
+        self,
+        source: MediaSource,
+        *,
+        max_seconds: float | None = None,
+        max_bytes: int | None = None,
     ) -> Fingerprints:
         """Decode media and fingerprint it (reference side: sparse, compact codes)."""
         ...
 
     def fingerprint_query(
-        self, source: MediaSource, *, max_seconds: float | None = None
+        self,
+        source: MediaSource,
+        *,
+        max_seconds: float | None = None,
+        max_bytes: int | None = None,
     ) -> Fingerprints:
         """Decode a sample and fingerprint it (query side: denser, for recall)."""
         ...

@@ -11,7 +11,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from acr.signals.audio.codes import pair_codes
-from acr.signals.audio.decode import decode_audio, ensure_audible, resample
+from acr.signals.audio.decode import DEFAULT_MAX_BYTES, decode_audio, ensure_audible, resample
 from acr.signals.audio.peaks import find_peaks
 from acr.signals.audio.spectrogram import HOP_S, SAMPLE_RATE, log_spectrogram
 from acr.signals.base import Fingerprints, MediaSource
@@ -65,16 +65,28 @@ class AudioSignal:
     sample_rate = SAMPLE_RATE
 
     def fingerprint_media(
-        self, source: MediaSource, *, max_seconds: float | None = None
+        self,
+        source: MediaSource,
+        *,
+        max_seconds: float | None = None,
+        max_bytes: int | None = DEFAULT_MAX_BYTES,
     ) -> Fingerprints:
-        samples = decode_audio(source, sample_rate=SAMPLE_RATE, max_seconds=max_seconds)
+        samples = decode_audio(
+            source, sample_rate=SAMPLE_RATE, max_seconds=max_seconds, max_bytes=max_bytes
+        )
         ensure_audible(samples, sample_rate=SAMPLE_RATE)
         return fingerprint_reference(samples)
 
     def fingerprint_query(
-        self, source: MediaSource, *, max_seconds: float | None = None
+        self,
+        source: MediaSource,
+        *,
+        max_seconds: float | None = None,
+        max_bytes: int | None = DEFAULT_MAX_BYTES,
     ) -> Fingerprints:
-        samples = decode_audio(source, sample_rate=SAMPLE_RATE, max_seconds=max_seconds)
+        samples = decode_audio(
+            source, sample_rate=SAMPLE_RATE, max_seconds=max_seconds, max_bytes=max_bytes
+        )
         ensure_audible(samples, sample_rate=SAMPLE_RATE)
         return fingerprint_query(samples)
 
