@@ -47,12 +47,8 @@ from typing import Any, TextIO
 
 from acr import __version__
 from acr.errors import AcrError
-from acr.index.store import (
-    DEFAULT_MAX_QUERY_BYTES,
-    DEFAULT_MAX_QUERY_SECONDS,
-    DEFAULT_MIN_CONFIDENCE,
-    Index,
-)
+from acr.index.store import DEFAULT_MAX_QUERY_BYTES, DEFAULT_MAX_QUERY_SECONDS, Index
+from acr.matching import DEFAULT_MIN_CONFIDENCE
 from acr.results import Match, MatchResult
 from indexer.job import BatchInterrupted, BatchSummary, describe_error, run_batch
 

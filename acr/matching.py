@@ -31,10 +31,18 @@ SCALES = np.linspace(0.97, 1.03, 13)
 CANDIDATES = 8
 MIN_INLIERS = 5
 
-CONFIDENCE_MIDPOINT = 8.0
-"""Evidence (−log10 p, multiple-test corrected) at which confidence is 0.5."""
-CONFIDENCE_SLOPE = 1.5
-"""Evidence units per e-fold of the odds."""
+CONFIDENCE_MIDPOINT = 1.46
+"""Evidence at which confidence is 0.5."""
+CONFIDENCE_SLOPE = 4.46
+"""Evidence units per e-fold of the odds.
+
+Both fitted by ``python -m benchmarks.calibrate`` (Platt scaling of every query's
+best candidate, right or wrong) on the full benchmark run of 2026-11-26: 8,383
+candidates, 528 never-indexed negatives. See ``docs/matching.md``."""
+
+DEFAULT_MIN_CONFIDENCE = 0.80
+"""The default threshold: the confidence of evidence 7.5, which at most 0.2 % of
+the benchmark's never-indexed negatives reached (their maximum was 7.26)."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +82,7 @@ def align(
     ref_frames: Callable[[int], int],
     n_references: int,
     top_k: int = 1,
-    min_confidence: float = 0.5,
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
 ) -> list[Alignment]:
     """Find the best alignments of a query, best first.
 
@@ -100,8 +108,6 @@ def align(
     """
     if hits.keys.size == 0:
         return []
-    order = np.argsort(hits.keys, kind="stable")
-    hits = Hits(hits.query_frames[order], hits.keys[order], hits.ref_frames[order])
     results: list[Alignment] = []
     for key, coarse_offset in _coarse_candidates(hits, CANDIDATES):
         alignment = _fit(hits, key, coarse_offset, query_frames, ref_frames(key), n_references)
@@ -123,7 +129,7 @@ def segment_alignments(
     query_frames: int,
     ref_frames: Callable[[int], int],
     n_references: int,
-    min_confidence: float = 0.5,
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
     max_segments: int = 4,
 ) -> list[Alignment]:
     """Explain the query as consecutive pieces of different references.
@@ -197,13 +203,9 @@ def _fit(
 ) -> Alignment | None:
     """Hough search over scale and offset around one coarse candidate."""
     drift = (SCALES.max() - 1.0) * query_frames + 2 * COARSE_BIN_FRAMES
-    # ``hits`` is sorted by key: this content's hits are one slice.
-    mine = slice(
-        int(np.searchsorted(hits.keys, key, side="left")),
-        int(np.searchsorted(hits.keys, key, side="right")),
-    )
+    mine = hits.keys == key
     near = np.abs((hits.ref_frames[mine] - hits.query_frames[mine]) - coarse_offset) <= drift
-    total_hits = mine.stop - mine.start
+    total_hits = int(np.count_nonzero(mine))
     # Bit-flip probes and repeated codes can report one pairing several times;
     # it is one piece of evidence.
     pairs = np.unique(hits.query_frames[mine][near] * (1 << 32) + hits.ref_frames[mine][near])

@@ -15,6 +15,7 @@ from benchmarks.queries import (
     assign_clips,
     degrade_clip,
     queries_for_track,
+    repeat_offset,
 )
 
 SR = 16_000
@@ -206,3 +207,13 @@ def test_assign_clips_skips_tracks_too_short() -> None:
     specs = assign_clips([4.0, 30.0, 11.0], {10: 4, 1: 3}, "positive", QUICK_PLAN.degradations)
     assert [s.track for s in specs if s.length_s == 10] == [1, 1, 1, 1]
     assert [s.track for s in specs if s.length_s == 1] == [0, 1, 2]
+
+
+def test_repeat_offset_finds_a_verbatim_loop_only() -> None:
+    rng = np.random.default_rng(12)
+    phrase = rng.standard_normal(2 * SR).astype(np.float32) * 0.1
+    other = rng.standard_normal(2 * SR).astype(np.float32) * 0.1
+    audio = np.concatenate([phrase, other, phrase, other])  # phrase repeats at 4 s
+    found = repeat_offset(audio, SR, 0.5, 1.0, 4.3)
+    assert found is not None and abs(found - 4.5) < 1e-3
+    assert repeat_offset(audio, SR, 0.5, 1.0, 2.5) is None

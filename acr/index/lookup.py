@@ -8,7 +8,7 @@ FAISS id of each code is its position in the posting arrays kept beside it
 
 Why this index and not a float index (IVF, HNSW): codes are discrete hashes, so
 the right neighbourhood is "equal or one bit off", which a hash table answers
-exactly in constant time per probe; see ``docs/index.md`` for the measurements.
+exactly in constant time per probe; see ``docs/index-choice.md`` for the measurements.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class CodeLookup:
 
     def __init__(self) -> None:
         # A query is a few thousand probes: starting OpenMP threads costs more than
-        # it saves (measured 24 ms with two threads against 3 ms with one).
+        # it saves (two threads were 3.7x slower, benchmarks/index_choice.py).
         # Concurrency comes from serving queries in parallel instead.
         faiss.omp_set_num_threads(1)
         self._faiss = faiss.IndexBinaryHash(8 * CODE_BYTES, 8 * CODE_BYTES)

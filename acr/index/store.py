@@ -41,7 +41,7 @@ from acr.index.segment import (
     read_segment,
     write_segment,
 )
-from acr.matching import Alignment, align, segment_alignments
+from acr.matching import DEFAULT_MIN_CONFIDENCE, Alignment, align, segment_alignments
 from acr.results import Match, MatchResult
 from acr.signals.audio import AudioSignal
 from acr.signals.base import Fingerprints, MediaSource
@@ -52,7 +52,7 @@ LOCK_FILE = "writer.lock"
 DEFAULT_MAX_QUERY_SECONDS = 60.0
 DEFAULT_MAX_QUERY_BYTES = 100 * 1024 * 1024
 """A minute of uncompressed 48 kHz stereo is 11 MB; a short video clip fits too."""
-DEFAULT_MIN_CONFIDENCE = 0.5
+
 COMPACT_TARGET_CODES = 20_000_000
 _REFRESH_ATTEMPTS = 3
 
@@ -187,6 +187,8 @@ class Index:
 
     def refresh(self) -> bool:
         """Load segments and tombstones committed since the last look; True if anything changed."""
+        if self._catalogue.generation() == self._generation:
+            return False
         for attempt in range(_REFRESH_ATTEMPTS):
             generation, live, contents = self._catalogue.snapshot()
             if generation == self._generation:

@@ -1,0 +1,700 @@
+"""Aggregate per-query outcomes into the results tables and render them as Markdown.
+
+Everything here is pure: :func:`summarize` turns the raw outcomes and the
+measured costs into a JSON-ready summary, :func:`render_markdown` turns that
+summary into ``audio.md``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+OFFSET_TOLERANCE_S = 0.5
+"""A top-1 answer is correct when the content is right and the offset within this."""
+
+CONFIDENCE_BINS: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
+THRESHOLDS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+"""Confidence thresholds of the calibration sweep (the matcher's default is 0.5)."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one query.
+
+    Attributes
+    ----------
+    query_id : str
+        Identifier from the query set.
+    kind : str
+        ``"positive"`` or ``"negative"``.
+    track : str
+        Name of the source track.
+    length_s : int
+        Query length.
+    degradation : str
+        Degradation applied.
+    true_offset_s : float
+        Start of the clip in its source track.
+    latency_ms : float
+        Wall time of the ``match_samples`` call.
+    matched_track : str or None
+        Track name of the top-1 match at the default threshold (None: no match).
+    offset_s : float or None
+        Offset reported by the top-1 match.
+    confidence : float or None
+        Confidence of the top-1 match.
+    score : int or None
+        Score of the top-1 match.
+    speed : float or None
+        Speed estimated by the top-1 match.
+    content_ok : bool
+        Top-1 match is the source track (positives only).
+    correct : bool
+        ``content_ok`` and offset within :data:`OFFSET_TOLERANCE_S` of the true
+        start or of a verbatim repeat of the clip.
+    repeat_offset_s : float or None
+        Start of the repeat the offset pointed at, when it was not the true start.
+    candidate_track : str or None
+        Best candidate with no confidence threshold (for calibration).
+    candidate_confidence : float or None
+        Its confidence.
+    candidate_correct : bool
+        Whether that candidate is right in content and offset.
+    candidate_content_ok : bool
+        Whether that candidate is the right track.
+    error : str or None
+        Error code if the matcher raised.
+    """
+
+    query_id: str
+    kind: str
+    track: str
+    length_s: int
+    degradation: str
+    true_offset_s: float
+    latency_ms: float
+    matched_track: str | None
+    offset_s: float | None
+    confidence: float | None
+    score: int | None
+    speed: float | None
+    content_ok: bool
+    correct: bool
+    repeat_offset_s: float | None
+    candidate_track: str | None
+    candidate_confidence: float | None
+    candidate_correct: bool
+    candidate_content_ok: bool
+    error: str | None
+
+    @property
+    def offset_error_ms(self) -> float | None:
+        """Absolute offset error of the top-1 match, in ms, when the content is right."""
+        if not self.content_ok or self.offset_s is None:
+            return None
+        truth = self.true_offset_s if self.repeat_offset_s is None else self.repeat_offset_s
+        return abs(self.offset_s - truth) * 1000.0
+
+
+@dataclass(frozen=True)
+class Target:
+    """One goal from the issue.
+
+    Attributes
+    ----------
+    label : str
+        What is measured.
+    key : str
+        Where the measured value is found in the summary (see :func:`_measured`).
+    target : float
+        Threshold.
+    higher_is_better : bool
+        Whether the measurement must be at least (True) or at most (False) the target.
+    unit : str
+        Unit for display.
+    """
+
+    label: str
+    key: str
+    target: float
+    higher_is_better: bool
+    unit: str
+
+
+TARGETS: tuple[Target, ...] = (
+    Target("5 s clean, top-1", "acc:clean:5", 99.0, True, "%"),
+    Target("5 s MP3 32 kbit/s, top-1", "acc:mp3_32k:5", 99.0, True, "%"),
+    Target("5 s white noise 10 dB, top-1", "acc:white10:5", 97.0, True, "%"),
+    Target("5 s pink noise 10 dB, top-1", "acc:pink10:5", 97.0, True, "%"),
+    Target("5 s white noise 0 dB, top-1", "acc:white0:5", 90.0, True, "%"),
+    Target("5 s pink noise 0 dB, top-1", "acc:pink0:5", 90.0, True, "%"),
+    Target("5 s speed +2%, top-1", "acc:speed+2:5", 95.0, True, "%"),
+    Target("5 s speed -2%, top-1", "acc:speed-2:5", 95.0, True, "%"),
+    Target("5 s telephone, top-1", "acc:telephone:5", 95.0, True, "%"),
+    Target("5 s phone microphone, top-1", "acc:phone_mic:5", 95.0, True, "%"),
+    Target("1 s clean, top-1", "acc:clean:1", 85.0, True, "%"),
+    Target("false positives on negatives", "fp_rate", 0.5, False, "%"),
+    Target("p50 latency, 5 s decoded sample", "latency_p50_5s", 20.0, False, "ms"),
+    Target("extraction speed, decoded PCM", "extract_xrt_per_core", 200.0, True, "x RT/core"),
+    Target("index size", "index_mb_per_hour", 2.0, False, "MB/h"),
+)
+"""The issue's targets, in report order."""
+
+
+def _pct(hits: int, total: int) -> float | None:
+    return 100.0 * hits / total if total else None
+
+
+def _quantile(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    return float(np.quantile(np.asarray(values, dtype=np.float64), q))
+
+
+def _cells(
+    outcomes: Iterable[Outcome], predicate: str
+) -> dict[str, dict[str, dict[str, float | int | None]]]:
+    """Rate of ``predicate`` per degradation and length: ``{deg: {length: {n, pct}}}``."""
+    counts: dict[tuple[str, int], list[int]] = {}
+    for o in outcomes:
+        cell = counts.setdefault((o.degradation, o.length_s), [0, 0])
+        cell[0] += int(bool(getattr(o, predicate)))
+        cell[1] += 1
+    table: dict[str, dict[str, dict[str, float | int | None]]] = {}
+    for (deg, length), (hits, total) in counts.items():
+        table.setdefault(deg, {})[str(length)] = {"n": total, "pct": _pct(hits, total)}
+    return table
+
+
+def _wrong(o: Outcome) -> bool:
+    return o.matched_track is not None and not o.content_ok
+
+
+def summarize(
+    positives: Sequence[Outcome],
+    negatives: Sequence[Outcome],
+    timing_preserved: Mapping[str, bool],
+    costs: Mapping[str, Any],
+    *,
+    calibrated: bool = True,
+    default_threshold: float = 0.5,
+) -> dict[str, Any]:
+    """Compute every table of the report.
+
+    Parameters
+    ----------
+    positives : sequence of Outcome
+        Outcomes of queries cut from indexed tracks.
+    negatives : sequence of Outcome
+        Outcomes of queries cut from never-indexed tracks.
+    timing_preserved : Mapping of str to bool
+        For each degradation, whether offsets are meaningful (no speed or
+        tempo change).
+    costs : Mapping
+        Measured costs: ``extract_xrt_per_core``, ``index_mb_per_hour``, ... are
+        copied into the summary and used for the targets.
+    calibrated : bool
+        Whether queries without an answer were re-matched with no threshold
+        (otherwise only confidences of returned matches are known).
+    default_threshold : float
+        The matcher's default ``min_confidence``.
+
+    Returns
+    -------
+    dict
+        JSON-ready summary (see the keys used by :func:`render_markdown`).
+    """
+    summary: dict[str, Any] = {"costs": dict(costs)}
+    summary["top1"] = _cells(positives, "correct")
+    summary["content_only"] = _cells(positives, "content_ok")
+    wrong_cells: dict[tuple[str, int], list[int]] = {}
+    for o in positives:
+        cell = wrong_cells.setdefault((o.degradation, o.length_s), [0, 0])
+        cell[0] += int(_wrong(o))
+        cell[1] += 1
+    wrong: dict[str, dict[str, dict[str, float | int | None]]] = {}
+    for (deg, length), (hits, total) in wrong_cells.items():
+        wrong.setdefault(deg, {})[str(length)] = {"n": total, "pct": _pct(hits, total)}
+    summary["wrong_answer"] = wrong
+
+    # Offset errors on correct matches.
+    offsets: dict[str, Any] = {"by_degradation": {}}
+    pooled: list[float] = []
+    for deg in dict.fromkeys(o.degradation for o in positives):
+        errs = [
+            e
+            for o in positives
+            if o.degradation == deg and o.correct and (e := o.offset_error_ms) is not None
+        ]
+        offsets["by_degradation"][deg] = {
+            "n": len(errs),
+            "median_ms": _quantile(errs, 0.5),
+            "p95_ms": _quantile(errs, 0.95),
+            "timing_preserved": timing_preserved.get(deg, True),
+        }
+        if timing_preserved.get(deg, True):
+            pooled.extend(errs)
+    offsets["timing_preserved"] = {
+        "n": len(pooled),
+        "median_ms": _quantile(pooled, 0.5),
+        "p95_ms": _quantile(pooled, 0.95),
+    }
+    summary["offset_error"] = offsets
+
+    # False positives.
+    fp_by_length: dict[str, dict[str, float | int | None]] = {}
+    fp_by_deg: dict[str, dict[str, float | int | None]] = {}
+    for by_length, table in ((True, fp_by_length), (False, fp_by_deg)):
+        groups: dict[str, list[Outcome]] = {}
+        for o in negatives:
+            groups.setdefault(str(o.length_s) if by_length else o.degradation, []).append(o)
+        for key, group in groups.items():
+            hits = sum(o.matched_track is not None for o in group)
+            table[key] = {"n": len(group), "fp": hits, "pct": _pct(hits, len(group))}
+    n_fp = sum(o.matched_track is not None for o in negatives)
+    summary["false_positives"] = {
+        "n": len(negatives),
+        "fp": n_fp,
+        "pct": _pct(n_fp, len(negatives)),
+        "by_length": fp_by_length,
+        "by_degradation": fp_by_deg,
+        "matched": sorted(
+            {
+                f"{o.query_id} -> {o.matched_track} ({o.confidence:.3f})"
+                for o in negatives
+                if o.matched_track is not None and o.confidence is not None
+            }
+        ),
+    }
+
+    # Latency.
+    latency: dict[str, dict[str, float | int | None]] = {}
+    everything = [*positives, *negatives]
+    for length in sorted({o.length_s for o in everything}):
+        values = [o.latency_ms for o in everything if o.length_s == length]
+        latency[str(length)] = {
+            "n": len(values),
+            "p50_ms": _quantile(values, 0.5),
+            "p95_ms": _quantile(values, 0.95),
+            "max_ms": max(values) if values else None,
+        }
+    clean5 = [o.latency_ms for o in positives if o.length_s == 5 and o.degradation == "clean"]
+    latency["5_clean"] = {
+        "n": len(clean5),
+        "p50_ms": _quantile(clean5, 0.5),
+        "p95_ms": _quantile(clean5, 0.95),
+        "max_ms": max(clean5) if clean5 else None,
+    }
+    summary["latency"] = latency
+
+    summary["calibration"] = calibration(
+        positives, negatives, complete=calibrated, default_threshold=default_threshold
+    )
+    summary["confusions"] = [
+        {"true": t, "returned": r, "count": c}
+        for (t, r), c in Counter(
+            (o.track, o.matched_track) for o in positives if _wrong(o)
+        ).most_common(15)
+    ]
+    summary["errors"] = dict(Counter(o.error for o in everything if o.error))
+    summary["repeats_accepted"] = sum(o.repeat_offset_s is not None for o in positives)
+    summary["targets"] = evaluate_targets(summary)
+    return summary
+
+
+def calibration(
+    positives: Sequence[Outcome],
+    negatives: Sequence[Outcome],
+    *,
+    complete: bool = True,
+    default_threshold: float = 0.5,
+) -> dict[str, Any]:
+    """Confidence distributions and a threshold sweep.
+
+    Uses the best candidate with no threshold, so sub-threshold confidences
+    are visible too.
+
+    Parameters
+    ----------
+    positives, negatives : sequence of Outcome
+        Judged queries.
+    complete : bool
+        Whether sub-threshold candidates were collected; if not, sweep rows
+        below ``default_threshold`` are left out.
+    default_threshold : float
+        The matcher's default ``min_confidence``.
+
+    Returns
+    -------
+    dict
+        ``histogram``: counts per confidence bin of the best candidate, split
+        into ``correct``, ``wrong_offset`` (right track, offset off),
+        ``wrong_track`` (positives) and ``negative``; ``sweep``: top-1 accuracy
+        per length and false-positive rate if the threshold were each of
+        :data:`THRESHOLDS`; and the raw confidence lists of each group.
+    """
+    groups: dict[str, list[float]] = {
+        "correct": [],
+        "wrong_offset": [],
+        "wrong_track": [],
+        "negative": [],
+    }
+    for o in positives:
+        if o.candidate_confidence is None:
+            continue
+        if o.candidate_correct:
+            groups["correct"].append(o.candidate_confidence)
+        elif o.candidate_content_ok:
+            groups["wrong_offset"].append(o.candidate_confidence)
+        else:
+            groups["wrong_track"].append(o.candidate_confidence)
+    groups["negative"] = [
+        o.candidate_confidence for o in negatives if o.candidate_confidence is not None
+    ]
+    edges = np.asarray(CONFIDENCE_BINS)
+
+    def histogram(values: Sequence[float]) -> list[int]:
+        counts, _ = np.histogram(np.asarray(values, dtype=np.float64), bins=edges)
+        return [int(c) for c in counts]
+
+    lengths = sorted({o.length_s for o in positives})
+    sweep = []
+    for threshold in THRESHOLDS:
+        if not complete and threshold < default_threshold:
+            continue
+        row: dict[str, Any] = {"threshold": threshold, "top1_pct": {}}
+        for length in lengths:
+            group = [o for o in positives if o.length_s == length]
+            hits = sum(
+                o.candidate_correct
+                and o.candidate_confidence is not None
+                and o.candidate_confidence >= threshold
+                for o in group
+            )
+            row["top1_pct"][str(length)] = _pct(hits, len(group))
+        fps = sum(c >= threshold for c in groups["negative"])
+        row["fp_pct"] = _pct(fps, len(negatives))
+        sweep.append(row)
+    return {
+        "complete": complete,
+        "default_threshold": default_threshold,
+        "bins": list(CONFIDENCE_BINS),
+        "histogram": {name: histogram(values) for name, values in groups.items()},
+        "sweep": sweep,
+        "raw": {name: [round(v, 5) for v in values] for name, values in groups.items()},
+    }
+
+
+def _measured(summary: Mapping[str, Any], key: str) -> float | None:
+    if key.startswith("acc:"):
+        _, deg, length = key.split(":")
+        cell = summary["top1"].get(deg, {}).get(length)
+        return None if cell is None else cell["pct"]
+    if key == "fp_rate":
+        value = summary["false_positives"]["pct"]
+        return None if value is None else float(value)
+    if key == "latency_p50_5s":
+        cell = summary["latency"].get("5")
+        return None if cell is None else cell["p50_ms"]
+    value = summary["costs"].get(key)
+    return None if value is None else float(value)
+
+
+def evaluate_targets(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Compare each of :data:`TARGETS` with its measurement.
+
+    Returns
+    -------
+    list of dict
+        ``label``, ``target``, ``unit``, ``measured``, ``passed`` and ``miss``
+        (how far the measurement falls short, 0 when passed).
+    """
+    rows = []
+    for t in TARGETS:
+        value = _measured(summary, t.key)
+        if value is None:
+            passed, miss = None, None
+        elif t.higher_is_better:
+            passed, miss = value >= t.target, max(0.0, t.target - value)
+        else:
+            passed, miss = value <= t.target, max(0.0, value - t.target)
+        rows.append(
+            {
+                "label": t.label,
+                "key": t.key,
+                "target": t.target,
+                "comparison": ">=" if t.higher_is_better else "<=",
+                "unit": t.unit,
+                "measured": value,
+                "passed": passed,
+                "miss": miss,
+            }
+        )
+    return rows
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return f"{value:.{digits}f}"
+
+
+def _loads(values: Sequence[float] | None) -> str:
+    return "—" if not values else "/".join(f"{v:.2f}" for v in values)
+
+
+def _grid(
+    table: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    degradations: Sequence[str],
+    lengths: Sequence[int],
+) -> list[str]:
+    header = "| degradation | " + " | ".join(f"{n} s" for n in lengths) + " |"
+    lines = [header, "|---|" + "---:|" * len(lengths)]
+    for deg in degradations:
+        cells = []
+        for length in lengths:
+            cell = table.get(deg, {}).get(str(length))
+            cells.append("—" if cell is None else _fmt(cell["pct"]))
+        lines.append(f"| {deg} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _cell_counts(
+    table: Mapping[str, Mapping[str, Mapping[str, Any]]], lengths: Sequence[int]
+) -> str:
+    parts = []
+    for length in lengths:
+        ns = {cell["n"] for deg in table.values() if (cell := deg.get(str(length)))}
+        parts.append(f"{length} s: {'/'.join(str(n) for n in sorted(ns))}")
+    return ", ".join(parts)
+
+
+def render_markdown(summary: Mapping[str, Any], run: Mapping[str, Any]) -> str:
+    """Render ``audio.md``.
+
+    Parameters
+    ----------
+    summary : Mapping
+        Output of :func:`summarize`.
+    run : Mapping
+        Run description: ``mode``, ``date``, ``commit``, ``machine``, ``seed``,
+        ``packages``, ``corpus``, ``degradations`` (name -> description),
+        ``lengths``, ``timings``, ``command``.
+
+    Returns
+    -------
+    str
+        Markdown text.
+    """
+    lengths: list[int] = list(run["lengths"])
+    degradations: list[str] = list(run["degradations"])
+    costs = summary["costs"]
+    machine = run["machine"]
+    corpus = run["corpus"]
+    out: list[str] = []
+    add = out.append
+    add(f"# Audio benchmark ({run['mode']} run)")
+    add("")
+    add(f"Produced by `{run['command']}` on {run['date']}.")
+    add("")
+    add(f"- Commit: `{run['commit'] or 'unknown'}`")
+    add(
+        f"- Machine: {machine['cpu_model']}, {machine['cores']} cores "
+        f"({machine['usable_cores']} usable), {machine['memory_gb']:.1f} GB RAM, "
+        f"{machine['platform']}, Python {machine['python']}; load average (1/5/15 min) "
+        f"{_loads(machine.get('load_average_at_start'))} at start, "
+        f"{_loads(machine.get('load_average_at_end'))} at end"
+    )
+    add(f"- Seed: {run['seed']}; queries cut and degraded at {run['query_sample_rate']} Hz")
+    packages = ", ".join(f"`{p['package']}` {p['version']}" for p in run["packages"])
+    add(f"- Debian packages: {packages}")
+    add(
+        f"- References (indexed): {corpus['references']} tracks, "
+        f"{corpus['reference_hours']:.2f} h; negatives (never indexed): "
+        f"{corpus['negatives']} tracks, {corpus['negative_hours']:.2f} h"
+    )
+    add(
+        f"- Queries: {corpus['positive_queries']} positive "
+        f"({_cell_counts(summary['top1'], lengths)} per cell), "
+        f"{corpus['negative_queries']} negative"
+    )
+    add(f"- Total wall time: {run['timings']['total_s']:.0f} s")
+    add("")
+
+    add("## Targets")
+    add("")
+    add("| target | goal | measured | pass | miss |")
+    add("|---|---:|---:|:---:|---:|")
+    for t in summary["targets"]:
+        verdict = {True: "pass", False: "**FAIL**", None: "—"}[t["passed"]]
+        miss = "" if not t["miss"] else f"{_fmt(t['miss'], 2)} {t['unit']}"
+        add(
+            f"| {t['label']} | {t['comparison']} {t['target']:g} {t['unit']} | "
+            f"{_fmt(t['measured'], 2)} {t['unit']} | {verdict} | {miss} |"
+        )
+    add("")
+
+    add(f"## Top-1 accuracy, % (right content and offset within {OFFSET_TOLERANCE_S} s)")
+    add("")
+    if summary.get("repeats_accepted"):
+        add(
+            f"{summary['repeats_accepted']} answers pointed at a verbatim repeat of the clip "
+            "elsewhere in its track (looping game music) and count as correct."
+        )
+        add("")
+    out.extend(_grid(summary["top1"], degradations, lengths))
+    add("")
+    add("## Content-only accuracy, % (right content, any offset)")
+    add("")
+    out.extend(_grid(summary["content_only"], degradations, lengths))
+    add("")
+    add("## Wrong answers on indexed content, % (a different track returned)")
+    add("")
+    out.extend(_grid(summary["wrong_answer"], degradations, lengths))
+    add("")
+
+    add("## Offset error on correct matches (all lengths)")
+    add("")
+    pooled = summary["offset_error"]["timing_preserved"]
+    add(
+        f"Degradations that keep timing (no speed/tempo change): median "
+        f"{_fmt(pooled['median_ms'])} ms, p95 {_fmt(pooled['p95_ms'])} ms over {pooled['n']} "
+        "matches."
+    )
+    add("")
+    add("| degradation | n | median ms | p95 ms | timing kept |")
+    add("|---|---:|---:|---:|:---:|")
+    for deg in degradations:
+        row = summary["offset_error"]["by_degradation"].get(deg)
+        if row is None:
+            continue
+        kept = "yes" if row["timing_preserved"] else "no"
+        add(f"| {deg} | {row['n']} | {_fmt(row['median_ms'])} | {_fmt(row['p95_ms'])} | {kept} |")
+    add("")
+
+    fp = summary["false_positives"]
+    add("## False positives on never-indexed music")
+    add("")
+    add(f"Any match returned (default threshold): {fp['fp']} of {fp['n']} = {_fmt(fp['pct'], 2)}%.")
+    add("")
+    add("| length | n | false positives | % |")
+    add("|---|---:|---:|---:|")
+    for length in lengths:
+        row = fp["by_length"].get(str(length))
+        if row:
+            add(f"| {length} s | {row['n']} | {row['fp']} | {_fmt(row['pct'], 2)} |")
+    add("")
+    add("| degradation | n | false positives | % |")
+    add("|---|---:|---:|---:|")
+    for deg in degradations:
+        row = fp["by_degradation"].get(deg)
+        if row:
+            add(f"| {deg} | {row['n']} | {row['fp']} | {_fmt(row['pct'], 2)} |")
+    if fp["matched"]:
+        add("")
+        add("Matched negatives: " + "; ".join(f"`{m}`" for m in fp["matched"][:20]))
+    add("")
+
+    add("## Cost")
+    add("")
+    add("Query latency: wall time of `Index.match_samples` on a decoded sample (16 kHz float32),")
+    add("whole corpus indexed, one query at a time.")
+    add("")
+    add("| length | n | p50 ms | p95 ms | max ms |")
+    add("|---|---:|---:|---:|---:|")
+    for key, row in summary["latency"].items():
+        label = "5 s (clean only)" if key == "5_clean" else f"{key} s"
+        add(
+            f"| {label} | {row['n']} | {_fmt(row['p50_ms'])} | {_fmt(row['p95_ms'])} | "
+            f"{_fmt(row['max_ms'])} |"
+        )
+    add("")
+    add("| measure | value |")
+    add("|---|---:|")
+    add(
+        f"| extraction from decoded PCM ({costs['extract_audio_hours']:.2f} h) | "
+        f"{_fmt(costs['extract_xrt_per_core'], 0)}x real time per core (CPU time), "
+        f"{_fmt(costs['extract_xrt_wall'], 0)}x wall |"
+    )
+    add(
+        f"| extraction including decode | {_fmt(costs['decode_extract_xrt_per_core'], 0)}x "
+        f"real time per core, {_fmt(costs['decode_extract_xrt_wall'], 0)}x wall |"
+    )
+    add(
+        f"| index build ({costs['index_method']}) | {_fmt(costs['index_build_s'])} s wall "
+        f"({_fmt(costs['index_build_xrt'], 0)}x real time) |"
+    )
+    add(
+        f"| index size | {costs['index_bytes']:,} bytes = "
+        f"{_fmt(costs['index_mb_per_hour'], 3)} MB per hour of audio |"
+    )
+    add(
+        f"| codes indexed | {costs['index_codes']:,} "
+        f"({_fmt(costs['codes_per_second'])} per second of audio) |"
+    )
+    add(f"| peak memory (ru_maxrss) | {_fmt(costs['peak_rss_mb'], 0)} MB |")
+    add(f"| query generation (cut + degrade) | {_fmt(run['timings']['query_generation_s'])} s |")
+    add("")
+
+    cal = summary["calibration"]
+    add("## Confidence calibration")
+    add("")
+    if cal["complete"]:
+        add("Best candidate of every query with no threshold (raw values in the JSON).")
+    else:
+        add(
+            "Quick run: only matches the default threshold returned (sub-threshold "
+            "candidates are collected by the full run)."
+        )
+    add("")
+    add("| confidence | correct | right track, offset off | wrong track | negatives |")
+    add("|---|---:|---:|---:|---:|")
+    bins = cal["bins"]
+    hist = cal["histogram"]
+    for i in range(len(bins) - 1):
+        add(
+            f"| {bins[i]:.2f}-{bins[i + 1]:.2f} | {hist['correct'][i]} | "
+            f"{hist['wrong_offset'][i]} | {hist['wrong_track'][i]} | {hist['negative'][i]} |"
+        )
+    add("")
+    add(
+        "Top-1 accuracy (all degradations) and false positives if the threshold were "
+        f"each value (default {cal['default_threshold']:g}):"
+    )
+    add("")
+    add("| threshold | " + " | ".join(f"top-1 {n} s %" for n in lengths) + " | false positives % |")
+    add("|---:|" + "---:|" * (len(lengths) + 1))
+    for row in cal["sweep"]:
+        cells = " | ".join(_fmt(row["top1_pct"].get(str(n))) for n in lengths)
+        add(f"| {row['threshold']:.2f} | {cells} | {_fmt(row['fp_pct'], 2)} |")
+    add("")
+
+    if summary["confusions"]:
+        add("## Most frequent wrong answers (true track -> returned track)")
+        add("")
+        add("| true | returned | count |")
+        add("|---|---|---:|")
+        for c in summary["confusions"]:
+            add(f"| {c['true']} | {c['returned']} | {c['count']} |")
+        add("")
+    if summary["errors"]:
+        add("Matcher errors: " + ", ".join(f"{k}: {v}" for k, v in summary["errors"].items()))
+        add("")
+
+    add("## Degradations")
+    add("")
+    for name, description in run["degradations"].items():
+        add(f"- `{name}`: {description}")
+    add("")
+    add("## Method")
+    add("")
+    for line in run["method"]:
+        add(f"- {line}")
+    add("")
+    return "\n".join(out)

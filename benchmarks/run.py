@@ -1,0 +1,594 @@
+"""Run the audio benchmark: ``python -m benchmarks.run [--quick] [--out benchmarks/results]``.
+
+Fetches the corpus (cached), measures extraction speed, builds an index of the
+references with the project's core, runs the seeded query set against it,
+and writes ``audio.md`` (``audio-quick.md`` with ``--quick``) and a JSON file
+with the raw numbers into the output folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib
+import json
+import os
+import platform
+import resource
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from acr import Index
+from acr.errors import AcrError
+from acr.matching import CONFIDENCE_MIDPOINT, CONFIDENCE_SLOPE, DEFAULT_MIN_CONFIDENCE
+from acr.signals.audio import SAMPLE_RATE, fingerprint_reference
+from acr.signals.audio.decode import decode_audio
+from benchmarks import queries as qs
+from benchmarks.corpus import DEFAULT_CACHE_DIR, Corpus, Track, decode_mono, ensure_corpus
+from benchmarks.degrade import FloatArray
+from benchmarks.degrade import get as get_degradation
+from benchmarks.report import OFFSET_TOLERANCE_S, Outcome, render_markdown, summarize
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+_NO_BAR = not sys.stderr.isatty()
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+# -- environment ------------------------------------------------------------------------------
+
+
+def git_commit(root: Path = REPO_ROOT) -> str | None:
+    """The checked-out commit, read from ``.git`` directly (no ``git`` process)."""
+    git_dir = root / ".git"
+    try:
+        if git_dir.is_file():  # a worktree: "gitdir: <path>"
+            git_dir = (root / git_dir.read_text().split(":", 1)[1].strip()).resolve()
+        head = (git_dir / "HEAD").read_text().strip()
+        if not head.startswith("ref:"):
+            return head
+        ref = head.split(":", 1)[1].strip()
+        for base in (git_dir, _common_dir(git_dir)):
+            loose = base / ref
+            if loose.is_file():
+                return loose.read_text().strip()
+            packed = base / "packed-refs"
+            if packed.is_file():
+                for line in packed.read_text().splitlines():
+                    parts = line.split()
+                    if len(parts) == 2 and parts[1] == ref:
+                        return parts[0]
+    except OSError:
+        return None
+    return None
+
+
+def _common_dir(git_dir: Path) -> Path:
+    common = git_dir / "commondir"
+    return (git_dir / common.read_text().strip()).resolve() if common.is_file() else git_dir
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, core counts, memory, OS and library versions."""
+    cpu_model = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory_gb = float("nan")
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory_gb = int(line.split()[1]) / 1024 / 1024
+                break
+    except OSError:
+        pass
+    versions: dict[str, str] = {}
+    for name in ("numpy", "scipy", "av", "soxr", "faiss"):
+        try:
+            versions[name] = str(getattr(importlib.import_module(name), "__version__", "?"))
+        except ImportError:
+            versions[name] = "missing"
+    return {
+        "cpu_model": cpu_model,
+        "cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)),
+        "memory_gb": memory_gb,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "versions": versions,
+        "load_average_at_start": list(os.getloadavg()),
+    }
+
+
+def _progress(items: Sequence[Track], desc: str, unit: str) -> Iterator[Track]:
+    yield from tqdm(items, desc=desc, unit=unit, file=sys.stderr, disable=_NO_BAR)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (``ru_maxrss``), in MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def dir_bytes(path: Path) -> int:
+    """Total size of the regular files under ``path``."""
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+# -- measurements -----------------------------------------------------------------------------
+
+
+def measure_extraction(tracks: Sequence[Track]) -> dict[str, float]:
+    """Time decoding and reference fingerprinting of ``tracks`` with the core.
+
+    CPU time (``time.process_time``, all threads) gives the per-core speed;
+    wall time is reported beside it.
+    """
+    audio_s = decode_cpu = decode_wall = fp_cpu = fp_wall = 0.0
+    codes = 0
+    for track in _progress(tracks, "extraction", "track"):
+        c0, w0 = time.process_time(), time.perf_counter()
+        samples = decode_audio(track.path, sample_rate=SAMPLE_RATE)
+        c1, w1 = time.process_time(), time.perf_counter()
+        fingerprints = fingerprint_reference(samples)
+        c2, w2 = time.process_time(), time.perf_counter()
+        audio_s += samples.shape[0] / SAMPLE_RATE
+        codes += len(fingerprints)
+        decode_cpu += c1 - c0
+        decode_wall += w1 - w0
+        fp_cpu += c2 - c1
+        fp_wall += w2 - w1
+    return {
+        "extract_audio_hours": audio_s / 3600.0,
+        "extract_cpu_s": fp_cpu,
+        "extract_wall_s": fp_wall,
+        "decode_cpu_s": decode_cpu,
+        "decode_wall_s": decode_wall,
+        "extract_xrt_per_core": audio_s / max(fp_cpu, 1e-9),
+        "extract_xrt_wall": audio_s / max(fp_wall, 1e-9),
+        "decode_extract_xrt_per_core": audio_s / max(fp_cpu + decode_cpu, 1e-9),
+        "decode_extract_xrt_wall": audio_s / max(fp_wall + decode_wall, 1e-9),
+        "extract_codes": float(codes),
+    }
+
+
+def _batch_indexer() -> Callable[..., Any] | None:
+    try:
+        module = importlib.import_module("indexer")
+    except ImportError:
+        return None
+    run_batch = getattr(module, "run_batch", None)
+    return run_batch if callable(run_batch) else None
+
+
+def build_index(index_dir: Path, tracks: Sequence[Track]) -> tuple[list[str], float, str]:
+    """Index ``tracks`` into a fresh ``index_dir``.
+
+    Uses the batch indexer (``indexer.run_batch``, one worker process per core)
+    when it is importable, with a JSON Lines manifest that fixes each track's
+    content id; otherwise ``Index.add_file`` one file at a time.
+
+    Returns
+    -------
+    content_ids : list of str
+        Content id of each track, in order.
+    seconds : float
+        Wall time of the build.
+    method : str
+        How the index was built.
+
+    Raises
+    ------
+    RuntimeError
+        If the batch indexer fails to index any track.
+    """
+    if index_dir.exists():
+        shutil.rmtree(index_dir)
+    ids = [f"bench-{i:03d}" for i in range(len(tracks))]
+    run_batch = _batch_indexer()
+    if run_batch is not None:
+        manifest = index_dir.with_name(index_dir.name + "-manifest.jsonl")
+        rows = [
+            {
+                "path": str(track.path),
+                "title": track.name,
+                "content_id": content_id,
+                "metadata": {"package": track.package, "benchmark_track": track.name},
+            }
+            for track, content_id in zip(tracks, ids, strict=True)
+        ]
+        manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))
+        workers = os.cpu_count() or 1
+        started = time.perf_counter()
+        summary = run_batch(index_dir, [str(manifest)], workers=workers, progress=False)
+        seconds = time.perf_counter() - started
+        if summary.failed or summary.indexed != len(tracks):
+            raise RuntimeError(f"batch indexer did not index every track: {summary.to_dict()}")
+        return ids, seconds, f"indexer.run_batch, {workers} worker processes"
+    started = time.perf_counter()
+    with Index.open(index_dir, create=True) as index:
+        for track, content_id in zip(_progress(tracks, "indexing", "track"), ids, strict=True):
+            index.add_file(
+                track.path,
+                title=track.name,
+                content_id=content_id,
+                metadata={"package": track.package, "benchmark_track": track.name},
+            )
+    return ids, time.perf_counter() - started, "Index.add_file, one file at a time"
+
+
+# -- queries ----------------------------------------------------------------------------------
+
+
+def run_queries(
+    index: Index,
+    tracks: Sequence[Track],
+    clips: Sequence[qs.ClipSpec],
+    degradations: Sequence[str],
+    content_ids: Sequence[str] | None,
+    desc: str,
+    *,
+    calibrate: bool = True,
+) -> tuple[list[Outcome], float, float]:
+    """Generate each track's queries and match them one at a time.
+
+    Parameters
+    ----------
+    index : Index
+        The index of the references.
+    tracks : sequence of Track
+        Tracks the clips refer to by index.
+    clips : sequence of ClipSpec
+        Clips to cut.
+    degradations : sequence of str
+        Conditions applied to every clip.
+    content_ids : sequence of str or None
+        Content id of each track when the tracks are indexed (positives);
+        ``None`` for negatives.
+    desc : str
+        Progress bar label.
+    calibrate : bool
+        Re-match queries that got no answer with no threshold (see :func:`match_one`).
+
+    Returns
+    -------
+    outcomes : list of Outcome
+        One per query.
+    decode_s : float
+        Time spent decoding source tracks.
+    generate_s : float
+        Time spent cutting and degrading clips.
+    """
+    by_id = dict(zip(content_ids or [], (t.name for t in tracks), strict=False))
+    outcomes: list[Outcome] = []
+    decode_s = generate_s = 0.0
+    grouped = qs.clips_by_track(clips)
+    total = len(clips) * len(degradations)
+    with tqdm(
+        total=total, desc=desc, unit="query", file=sys.stderr, disable=_NO_BAR, mininterval=1.0
+    ) as bar:
+        for track_index, track_clips in grouped.items():
+            track = tracks[track_index]
+            t0 = time.perf_counter()
+            audio = decode_mono(track.path, qs.SAMPLE_RATE)
+            decode_s += time.perf_counter() - t0
+            stream: Iterator[qs.Query] = qs.queries_for_track(
+                audio, qs.SAMPLE_RATE, track_clips, degradations
+            )
+            while True:
+                t0 = time.perf_counter()
+                query = next(stream, None)
+                generate_s += time.perf_counter() - t0
+                if query is None:
+                    break
+                expected = None if content_ids is None else content_ids[track_index]
+                outcomes.append(
+                    match_one(
+                        index,
+                        query,
+                        track.name,
+                        expected,
+                        by_id,
+                        audio if content_ids is not None else None,
+                        calibrate=calibrate,
+                    )
+                )
+                bar.update()
+                if _NO_BAR and len(outcomes) % max(1, total // 10) == 0:
+                    print(f"{desc}: {len(outcomes)}/{total} queries", file=sys.stderr, flush=True)
+    return outcomes, decode_s, generate_s
+
+
+def match_one(
+    index: Index,
+    query: qs.Query,
+    track_name: str,
+    expected_id: str | None,
+    titles: dict[str, str],
+    source: FloatArray | None,
+    *,
+    calibrate: bool = True,
+) -> Outcome:
+    """Match one query, timing the call, and judge the answer.
+
+    Parameters
+    ----------
+    index : Index
+        Index of the references.
+    query : Query
+        The degraded clip.
+    track_name : str
+        Name of the track the clip was cut from.
+    expected_id : str or None
+        Content id the answer should have (None for negatives).
+    titles : dict
+        Track name of each content id, for the report.
+    source : ndarray of float32 or None
+        The decoded source track at ``query.sample_rate`` (positives), used to
+        accept an offset that points at a verbatim repeat of the clip.
+    calibrate : bool
+        When the default call returns nothing, match again (untimed) with no
+        confidence threshold to record the best candidate's confidence.
+
+    Returns
+    -------
+    Outcome
+        The judged answer.
+    """
+    error: str | None = None
+    t0 = time.perf_counter()
+    try:
+        result = index.match_samples(query.samples, query.sample_rate, top_k=1)
+        best = result.best
+    except AcrError as exc:
+        best, error = None, exc.code
+    latency_ms = (time.perf_counter() - t0) * 1000.0
+
+    def judge(content_id: str | None, offset_s: float | None) -> tuple[bool, bool, float | None]:
+        """(right content, correct, start of the verbatim repeat that was found)."""
+        content_ok = expected_id is not None and content_id == expected_id
+        if not content_ok or offset_s is None:
+            return content_ok, False, None
+        if abs(offset_s - query.true_offset_s) <= OFFSET_TOLERANCE_S:
+            return True, True, None
+        if source is None:
+            return True, False, None
+        repeat = qs.repeat_offset(
+            source, query.sample_rate, query.true_offset_s, query.length_s, offset_s
+        )
+        if repeat is not None and abs(offset_s - repeat) <= OFFSET_TOLERANCE_S:
+            return True, True, repeat
+        return True, False, None
+
+    content_ok, correct, repeat = judge(
+        best.content_id if best else None, best.offset_s if best else None
+    )
+    candidate = best
+    if candidate is None and error is None and calibrate:
+        # Below the default threshold: ask again with none, for the calibration data.
+        try:
+            candidate = index.match_samples(
+                query.samples, query.sample_rate, top_k=1, min_confidence=0.0
+            ).best
+        except AcrError:
+            candidate = None
+    candidate_content_ok, candidate_correct, _ = judge(
+        candidate.content_id if candidate else None, candidate.offset_s if candidate else None
+    )
+    return Outcome(
+        query_id=query.query_id,
+        kind=query.kind,
+        track=track_name,
+        length_s=query.length_s,
+        degradation=query.degradation,
+        true_offset_s=query.true_offset_s,
+        latency_ms=latency_ms,
+        matched_track=titles.get(best.content_id, best.title) if best else None,
+        offset_s=best.offset_s if best else None,
+        confidence=best.confidence if best else None,
+        score=best.score if best else None,
+        speed=best.speed if best else None,
+        content_ok=content_ok,
+        correct=correct,
+        repeat_offset_s=repeat,
+        candidate_track=(titles.get(candidate.content_id, candidate.title) if candidate else None),
+        candidate_confidence=candidate.confidence if candidate else None,
+        candidate_correct=candidate_correct,
+        candidate_content_ok=candidate_content_ok,
+        error=error,
+    )
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+METHOD_NOTES: tuple[str, ...] = (
+    "References are indexed from their original files (batch indexer when present, else "
+    "`Index.add_file`); queries are cut "
+    "from the benchmark's own PyAV decode of the same files at 16 kHz, degraded, and passed "
+    "to `Index.match_samples` as float32 arrays (the matcher resamples itself).",
+    "Every clip is degraded with every condition (paired design). Clips are dealt round-robin "
+    "over the tracks long enough for them; starts are uniform, redrawn when the clean clip is "
+    f"below {qs.MIN_CLIP_DBFS:g} dBFS RMS (silence identifies nothing).",
+    f"{qs.MARGIN_S:g} s more source than needed is cut before degrading (for speed and tempo "
+    "changes, length x factor + margin) and the result is trimmed to the exact query length; "
+    "the true offset is the clip's start in the original.",
+    f"Top-1 correct: the best match (default threshold) is the source track and its offset is "
+    f"within {OFFSET_TOLERANCE_S:g} s of the true start, or of a verbatim repeat of the clip "
+    f"elsewhere in the track (game music loops; a repeat is a stretch whose normalised "
+    f"correlation with the clean clip is at least {qs.REPEAT_MIN_CORRELATION:g}). "
+    "Content-only accuracy ignores the offset.",
+    "False positive: any match returned for a clip of music that is not indexed.",
+    "Calibration: when the default call returns nothing, the query is matched again with "
+    "`min_confidence=0` (not timed) to record the best candidate's confidence.",
+    "Extraction speed: audio seconds per CPU second (`time.process_time`, all threads) of "
+    "`fingerprint_reference` on PCM decoded by `decode_audio` at the core's rate; 'including "
+    "decode' adds the decode's CPU time.",
+    "Index size: all files in the index folder after the build, per hour of indexed audio.",
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m benchmarks.run``."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 12 tracks, one clip per cell"
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder")
+    parser.add_argument(
+        "--cache", type=Path, default=DEFAULT_CACHE_DIR, help="download and index cache"
+    )
+    args = parser.parse_args(argv)
+    plan = qs.QUICK_PLAN if args.quick else qs.FULL_PLAN
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    machine = machine_info()  # load average before this run adds its own
+
+    def log(message: str) -> None:
+        print(f"[{time.perf_counter() - started:7.1f} s] {message}", file=sys.stderr, flush=True)
+
+    log("fetching corpus")
+    t0 = time.perf_counter()
+    corpus: Corpus = ensure_corpus(args.cache)
+    timings["corpus_s"] = time.perf_counter() - t0
+    ref_ids = qs.select_tracks(plan.reference_tracks, len(corpus.references))
+    neg_ids = qs.select_tracks(plan.negative_tracks, len(corpus.negatives))
+    refs = [corpus.references[i] for i in ref_ids]
+    negs = [corpus.negatives[i] for i in neg_ids]
+    log(
+        f"{len(refs)} references, {len(negs)} negatives"
+        + (f"; downloaded {', '.join(corpus.downloaded)}" if corpus.downloaded else "; cached")
+    )
+
+    log("measuring extraction speed")
+    costs: dict[str, Any] = dict(measure_extraction(refs))
+
+    log("building the index")
+    index_dir = args.cache.resolve() / f"index-{plan.name}"
+    content_ids, build_s, method = build_index(index_dir, refs)
+    reference_hours = sum(t.duration_s for t in refs) / 3600.0
+    index_bytes = dir_bytes(index_dir)
+    costs.update(
+        index_method=method,
+        index_build_s=build_s,
+        index_build_xrt=reference_hours * 3600.0 / build_s,
+        index_bytes=index_bytes,
+        index_mb_per_hour=index_bytes / 1e6 / reference_hours,
+        peak_rss_after_index_mb=peak_rss_mb(),
+    )
+    timings["index_build_s"] = build_s
+
+    pos_clips = qs.assign_clips(
+        [t.duration_s for t in refs], plan.positive_clips, "positive", plan.degradations
+    )
+    neg_clips = qs.assign_clips(
+        [t.duration_s for t in negs], plan.negative_clips, "negative", plan.negative_degradations
+    )
+    with Index.open(index_dir, readonly=True) as index:
+        stats = index.stats()
+        costs.update(
+            index_codes=stats.codes,
+            index_stats_bytes=stats.bytes_on_disk,
+            codes_per_second=stats.codes / max(stats.duration_s, 1e-9),
+        )
+        log(f"index: {stats}")
+        # The quick run skips the untimed re-matching of misses (calibration data).
+        positives, dec_p, gen_p = run_queries(
+            index,
+            refs,
+            pos_clips,
+            plan.degradations,
+            content_ids,
+            "positives",
+            calibrate=not args.quick,
+        )
+        negatives, dec_n, gen_n = run_queries(
+            index,
+            negs,
+            neg_clips,
+            plan.negative_degradations,
+            None,
+            "negatives",
+            calibrate=not args.quick,
+        )
+    timings["query_decode_s"] = dec_p + dec_n
+    timings["query_generation_s"] = gen_p + gen_n
+    timings["matching_s"] = sum(o.latency_ms for o in [*positives, *negatives]) / 1000.0
+    costs["peak_rss_mb"] = peak_rss_mb()
+    timings["total_s"] = time.perf_counter() - started
+    load_at_end = list(os.getloadavg())
+
+    timing_preserved = {name: get_degradation(name).timing_preserved for name in plan.degradations}
+    summary = summarize(
+        positives,
+        negatives,
+        timing_preserved,
+        costs,
+        calibrated=not args.quick,
+        default_threshold=DEFAULT_MIN_CONFIDENCE,
+    )
+    command = "python -m benchmarks.run" + (" --quick" if args.quick else "")
+    run: dict[str, Any] = {
+        "mode": plan.name,
+        "command": command,
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": git_commit(),
+        "machine": {**machine, "load_average_at_end": load_at_end},
+        "seed": qs.SEED,
+        "confidence_model": {
+            "midpoint": CONFIDENCE_MIDPOINT,
+            "slope": CONFIDENCE_SLOPE,
+            "default_min_confidence": DEFAULT_MIN_CONFIDENCE,
+        },
+        "query_sample_rate": qs.SAMPLE_RATE,
+        "packages": [asdict(p) for p in corpus.packages],
+        "corpus": {
+            "references": len(refs),
+            "reference_hours": reference_hours,
+            "negatives": len(negs),
+            "negative_hours": sum(t.duration_s for t in negs) / 3600.0,
+            "positive_queries": len(positives),
+            "negative_queries": len(negatives),
+            "reference_tracks": [t.name for t in refs],
+            "negative_tracks": [t.name for t in negs],
+        },
+        "plan": {
+            "positive_clips": {str(k): v for k, v in plan.positive_clips.items()},
+            "negative_clips": {str(k): v for k, v in plan.negative_clips.items()},
+            "negative_degradations": list(plan.negative_degradations),
+        },
+        "lengths": sorted(plan.positive_clips),
+        "degradations": {n: get_degradation(n).description for n in plan.degradations},
+        "timings": timings,
+        "method": list(METHOD_NOTES),
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = "audio" if plan.name == "full" else f"audio-{plan.name}"
+    markdown = render_markdown(summary, run)
+    (args.out / f"{stem}.md").write_text(markdown)
+    payload = {
+        "run": run,
+        "summary": summary,
+        "queries": [
+            {**asdict(o), "offset_error_ms": o.offset_error_ms} for o in [*positives, *negatives]
+        ],
+    }
+    (args.out / f"{stem}.json").write_text(json.dumps(payload, indent=1, allow_nan=False))
+    print(markdown)
+    log(f"wrote {args.out / stem}.md and .json")
+    return 0
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    raise SystemExit(main())
