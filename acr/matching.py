@@ -9,8 +9,8 @@ scatter. Voting runs in two passes:
 2. for each candidate, a Hough search over a small grid of time scales finds the
    line with the most inliers, and the offset is refined as their median.
 
-The evidence for an alignment is the Poisson surprise of its inlier count given
-how many chance hits that content received — it grows with agreement and
+The evidence for an alignment is the Poisson surprise of its number of code
+hits on the line, given how many hits that content received in all — it grows with agreement and
 shrinks for contents that collide with everything (long or repetitive ones) —
 and the confidence is a logistic of that evidence, calibrated on audio that is
 not in the index (see ``docs/matching.md``).
@@ -64,6 +64,7 @@ class Alignment:
     scale: float
     """Reference frames per query frame (1.0 = same speed)."""
     inliers: int
+    """Code hits on the alignment line."""
     query_start_frame: int
     query_end_frame: int
     evidence: float
@@ -202,13 +203,14 @@ def _fit(
     n_references: int,
 ) -> Alignment | None:
     """Hough search over scale and offset around one coarse candidate."""
-    drift = (SCALES.max() - 1.0) * query_frames + 2 * COARSE_BIN_FRAMES
     mine = hits.keys == key
-    near = np.abs((hits.ref_frames[mine] - hits.query_frames[mine]) - coarse_offset) <= drift
-    total_hits = int(np.count_nonzero(mine))
-    # Bit-flip probes and repeated codes can report one pairing several times;
-    # it is one piece of evidence.
-    pairs = np.unique(hits.query_frames[mine][near] * (1 << 32) + hits.ref_frames[mine][near])
+    q_all = hits.query_frames[mine]
+    r_all = hits.ref_frames[mine]
+    drift = (SCALES.max() - 1.0) * query_frames + 2 * COARSE_BIN_FRAMES
+    near = np.abs((r_all - q_all) - coarse_offset) <= drift
+    # The line is fitted on distinct (query frame, reference frame) pairs, so that
+    # an anchor with many codes does not pull it more than one with few.
+    pairs = np.unique(q_all[near] * (1 << 32) + r_all[near])
     q = (pairs >> 32).astype(np.float64)
     r = (pairs & 0xFFFFFFFF).astype(np.float64)
     if q.size < MIN_INLIERS:
@@ -223,25 +225,27 @@ def _fit(
     pooled[:, 1:] += histogram[:, :-1]
     pooled[:, :-1] += histogram[:, 1:]
     scale_index, offset_index = np.unravel_index(int(np.argmax(pooled)), pooled.shape)
-    best_scale = float(SCALES[scale_index])
-    best_offset = float(offset_index + low)
-    residual = r - best_scale * q - best_offset
+    scale = float(SCALES[scale_index])
+    residual = r - scale * q - float(offset_index + low)
     inlier = np.abs(residual) <= INLIER_FRAMES
     if int(inlier.sum()) < MIN_INLIERS:
         return None
-    offset = best_offset + float(np.median(residual[inlier]))
-    inlier_frames = np.unique(q[inlier])
-    inliers = int(inlier_frames.size)
-    if inliers < MIN_INLIERS:
+    offset = float(offset_index + low) + float(np.median(residual[inlier]))
+    # Evidence counts every code hit on the line: each is a separate 23-bit
+    # collision, and the background below is counted in the same unit.
+    agree = np.abs(r_all - scale * q_all - offset) <= INLIER_FRAMES
+    frames = np.unique(q_all[agree])
+    if frames.size < MIN_INLIERS:
         return None
-    evidence = _evidence(inliers, total_hits, query_frames, ref_length, n_references)
+    matched = int(np.count_nonzero(agree))
+    evidence = _evidence(matched, int(q_all.size), query_frames, ref_length, n_references)
     return Alignment(
         key=key,
         offset_frames=offset,
-        scale=best_scale,
-        inliers=inliers,
-        query_start_frame=int(inlier_frames[0]),
-        query_end_frame=int(inlier_frames[-1]),
+        scale=scale,
+        inliers=matched,
+        query_start_frame=int(frames[0]),
+        query_end_frame=int(frames[-1]),
         evidence=evidence,
         confidence=confidence_from_evidence(evidence),
     )

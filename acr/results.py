@@ -20,7 +20,7 @@ class Match:
         Calibrated probability-like score in [0, 1]; below the matcher's
         ``min_confidence`` a candidate is not reported at all.
     score : int
-        Number of sample frames whose codes agree with the alignment.
+        Number of the sample's fingerprint codes found on the alignment.
     speed : float
         Playback speed of the sample relative to the reference (1.02 = 2 % fast).
     query_start_s, query_end_s : float

@@ -390,12 +390,14 @@ def repeat_offset(
     length_s: float,
     claimed_s: float,
     search_s: float = 0.5,
+    target: FloatArray | None = None,
 ) -> float | None:
-    """Where, near ``claimed_s``, the track repeats the clean clip at ``start_s``.
+    """Where, near ``claimed_s``, a track repeats the clean clip at ``start_s``.
 
-    Game music loops: a clip can occur verbatim at several places in its track,
-    and a matcher that returns another occurrence is right. This looks for the
-    clean clip in the track within ``search_s`` of the claimed offset.
+    Game music loops, and some tracks share passages: a clip can occur verbatim
+    at several places in its track or in another reference, and a matcher that
+    returns another occurrence is right. This looks for the clean clip within
+    ``search_s`` of the claimed offset.
 
     Parameters
     ----------
@@ -411,6 +413,9 @@ def repeat_offset(
         Offset a matcher returned.
     search_s : float
         How far around ``claimed_s`` to look.
+    target : ndarray of float32, optional
+        The track the claimed offset refers to, at ``sample_rate``; ``audio``
+        itself by default.
 
     Returns
     -------
@@ -423,8 +428,9 @@ def repeat_offset(
     first = round(start_s * sample_rate)
     clip = audio[first : first + n].astype(np.float64)
     lo = max(0, round((claimed_s - search_s) * sample_rate))
-    hi = min(audio.shape[0], round((claimed_s + search_s) * sample_rate) + n)
-    window = audio[lo:hi].astype(np.float64)
+    where = audio if target is None else target
+    hi = min(where.shape[0], round((claimed_s + search_s) * sample_rate) + n)
+    window = where[lo:hi].astype(np.float64)
     clip_energy = float(np.sum(clip**2))
     if clip.shape[0] < n or window.shape[0] < n or clip_energy <= 0.0:
         return None

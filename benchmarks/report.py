@@ -54,12 +54,17 @@ class Outcome:
     speed : float or None
         Speed estimated by the top-1 match.
     content_ok : bool
-        Top-1 match is the source track (positives only).
+        Top-1 match is the source track, or another reference holding the clip
+        verbatim (positives only).
     correct : bool
         ``content_ok`` and offset within :data:`OFFSET_TOLERANCE_S` of the true
-        start or of a verbatim repeat of the clip.
-    repeat_offset_s : float or None
-        Start of the repeat the offset pointed at, when it was not the true start.
+        start or of a verbatim copy of the clip.
+    equivalent_offset_s : float or None
+        Start of the verbatim copy the answer pointed at, when it was not the
+        true start.
+    equivalence : str or None
+        ``"repeat"`` (copy in the same track) or ``"duplicate"`` (copy in
+        another reference track).
     candidate_track : str or None
         Best candidate with no confidence threshold (for calibration).
     candidate_confidence : float or None
@@ -86,7 +91,8 @@ class Outcome:
     speed: float | None
     content_ok: bool
     correct: bool
-    repeat_offset_s: float | None
+    equivalent_offset_s: float | None
+    equivalence: str | None
     candidate_track: str | None
     candidate_confidence: float | None
     candidate_correct: bool
@@ -98,7 +104,7 @@ class Outcome:
         """Absolute offset error of the top-1 match, in ms, when the content is right."""
         if not self.content_ok or self.offset_s is None:
             return None
-        truth = self.true_offset_s if self.repeat_offset_s is None else self.repeat_offset_s
+        truth = self.true_offset_s if self.equivalent_offset_s is None else self.equivalent_offset_s
         return abs(self.offset_s - truth) * 1000.0
 
 
@@ -303,7 +309,9 @@ def summarize(
         ).most_common(15)
     ]
     summary["errors"] = dict(Counter(o.error for o in everything if o.error))
-    summary["repeats_accepted"] = sum(o.repeat_offset_s is not None for o in positives)
+    summary["equivalent_answers"] = dict(
+        Counter(o.equivalence for o in positives if o.correct and o.equivalence)
+    )
     summary["targets"] = evaluate_targets(summary)
     return summary
 
@@ -542,10 +550,13 @@ def render_markdown(summary: Mapping[str, Any], run: Mapping[str, Any]) -> str:
 
     add(f"## Top-1 accuracy, % (right content and offset within {OFFSET_TOLERANCE_S} s)")
     add("")
-    if summary.get("repeats_accepted"):
+    equivalent = summary.get("equivalent_answers") or {}
+    if equivalent:
         add(
-            f"{summary['repeats_accepted']} answers pointed at a verbatim repeat of the clip "
-            "elsewhere in its track (looping game music) and count as correct."
+            f"Counted as correct: {equivalent.get('repeat', 0)} answers that point at a verbatim "
+            "repeat of the clip elsewhere in its track (looping game music) and "
+            f"{equivalent.get('duplicate', 0)} that name another reference track holding the "
+            "same passage verbatim."
         )
         add("")
     out.extend(_grid(summary["top1"], degradations, lengths))

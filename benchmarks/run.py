@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from acr import Index
+from acr import Index, Match
 from acr.errors import AcrError
 from acr.matching import CONFIDENCE_MIDPOINT, CONFIDENCE_SLOPE, DEFAULT_MIN_CONFIDENCE
 from acr.signals.audio import SAMPLE_RATE, fingerprint_reference
@@ -230,11 +230,98 @@ def build_index(index_dir: Path, tracks: Sequence[Track]) -> tuple[list[str], fl
 # -- queries ----------------------------------------------------------------------------------
 
 
+class Judge:
+    """Decides whether an answer is right, with the decoded references at hand.
+
+    An answer is correct when it names the source track at the true offset,
+    or names audio identical to the clip: a verbatim repeat elsewhere in the
+    same track (looping music) or in another reference track (shared
+    passages), found with :func:`benchmarks.queries.repeat_offset`.
+
+    Parameters
+    ----------
+    tracks : sequence of Track
+        The indexed references.
+    content_ids : sequence of str
+        Content id of each reference, in the same order.
+    """
+
+    def __init__(self, tracks: Sequence[Track], content_ids: Sequence[str]) -> None:
+        self.names = {cid: t.name for cid, t in zip(content_ids, tracks, strict=True)}
+        self._paths = {cid: t.path for cid, t in zip(content_ids, tracks, strict=True)}
+        self._decoded: dict[str, FloatArray] = {}
+        self.source: FloatArray | None = None
+
+    def _audio(self, content_id: str) -> FloatArray | None:
+        if content_id not in self._paths:
+            return None
+        if content_id not in self._decoded:
+            if len(self._decoded) >= 8:
+                self._decoded.pop(next(iter(self._decoded)))
+            self._decoded[content_id] = decode_mono(self._paths[content_id], qs.SAMPLE_RATE)
+        return self._decoded[content_id]
+
+    def verdict(
+        self,
+        query: qs.Query,
+        expected_id: str | None,
+        content_id: str | None,
+        offset_s: float | None,
+    ) -> tuple[bool, bool, float | None, str | None]:
+        """Judge one answer.
+
+        Parameters
+        ----------
+        query : Query
+            The query (its clip is cut from :attr:`source`).
+        expected_id : str or None
+            Content id of the source track (None for negatives: never right).
+        content_id : str or None
+            Content id of the answer (None when there is none).
+        offset_s : float or None
+            Offset of the answer.
+
+        Returns
+        -------
+        content_ok : bool
+            The answer names the source track or a track holding the clip verbatim.
+        correct : bool
+            ``content_ok`` and the offset within :data:`OFFSET_TOLERANCE_S` of
+            the clip (or of its verbatim copy).
+        equivalent_offset_s : float or None
+            Where the verbatim copy the answer pointed at starts, if it did.
+        equivalence : str or None
+            ``"repeat"`` (same track) or ``"duplicate"`` (another track).
+        """
+        if expected_id is None or content_id is None or offset_s is None:
+            return False, False, None, None
+        same = content_id == expected_id
+        if same and abs(offset_s - query.true_offset_s) <= OFFSET_TOLERANCE_S:
+            return True, True, None, None
+        if self.source is None:
+            return same, False, None, None
+        target = self.source if same else self._audio(content_id)
+        if target is None:
+            return same, False, None, None
+        copy = qs.repeat_offset(
+            self.source,
+            query.sample_rate,
+            query.true_offset_s,
+            query.length_s,
+            offset_s,
+            target=target,
+        )
+        if copy is None or abs(offset_s - copy) > OFFSET_TOLERANCE_S:
+            return same, False, None, None
+        return True, True, copy, "repeat" if same else "duplicate"
+
+
 def run_queries(
     index: Index,
     tracks: Sequence[Track],
     clips: Sequence[qs.ClipSpec],
     degradations: Sequence[str],
+    judge: Judge,
     content_ids: Sequence[str] | None,
     desc: str,
     *,
@@ -252,11 +339,13 @@ def run_queries(
         Clips to cut.
     degradations : sequence of str
         Conditions applied to every clip.
+    judge : Judge
+        Decides whether answers are right.
     content_ids : sequence of str or None
         Content id of each track when the tracks are indexed (positives);
         ``None`` for negatives.
     desc : str
-        Progress bar label.
+        Progress label.
     calibrate : bool
         Re-match queries that got no answer with no threshold (see :func:`match_one`).
 
@@ -269,7 +358,6 @@ def run_queries(
     generate_s : float
         Time spent cutting and degrading clips.
     """
-    by_id = dict(zip(content_ids or [], (t.name for t in tracks), strict=False))
     outcomes: list[Outcome] = []
     decode_s = generate_s = 0.0
     grouped = qs.clips_by_track(clips)
@@ -282,6 +370,8 @@ def run_queries(
             t0 = time.perf_counter()
             audio = decode_mono(track.path, qs.SAMPLE_RATE)
             decode_s += time.perf_counter() - t0
+            judge.source = audio if content_ids is not None else None
+            expected = None if content_ids is None else content_ids[track_index]
             stream: Iterator[qs.Query] = qs.queries_for_track(
                 audio, qs.SAMPLE_RATE, track_clips, degradations
             )
@@ -291,21 +381,13 @@ def run_queries(
                 generate_s += time.perf_counter() - t0
                 if query is None:
                     break
-                expected = None if content_ids is None else content_ids[track_index]
                 outcomes.append(
-                    match_one(
-                        index,
-                        query,
-                        track.name,
-                        expected,
-                        by_id,
-                        audio if content_ids is not None else None,
-                        calibrate=calibrate,
-                    )
+                    match_one(index, query, track.name, expected, judge, calibrate=calibrate)
                 )
                 bar.update()
                 if _NO_BAR and len(outcomes) % max(1, total // 10) == 0:
                     print(f"{desc}: {len(outcomes)}/{total} queries", file=sys.stderr, flush=True)
+    judge.source = None
     return outcomes, decode_s, generate_s
 
 
@@ -314,8 +396,7 @@ def match_one(
     query: qs.Query,
     track_name: str,
     expected_id: str | None,
-    titles: dict[str, str],
-    source: FloatArray | None,
+    judge: Judge,
     *,
     calibrate: bool = True,
 ) -> Outcome:
@@ -331,11 +412,9 @@ def match_one(
         Name of the track the clip was cut from.
     expected_id : str or None
         Content id the answer should have (None for negatives).
-    titles : dict
-        Track name of each content id, for the report.
-    source : ndarray of float32 or None
-        The decoded source track at ``query.sample_rate`` (positives), used to
-        accept an offset that points at a verbatim repeat of the clip.
+    judge : Judge
+        Decides whether the answer is right (its ``source`` is the decoded
+        source track of positives).
     calibrate : bool
         When the default call returns nothing, match again (untimed) with no
         confidence threshold to record the best candidate's confidence.
@@ -354,24 +433,8 @@ def match_one(
         best, error = None, exc.code
     latency_ms = (time.perf_counter() - t0) * 1000.0
 
-    def judge(content_id: str | None, offset_s: float | None) -> tuple[bool, bool, float | None]:
-        """(right content, correct, start of the verbatim repeat that was found)."""
-        content_ok = expected_id is not None and content_id == expected_id
-        if not content_ok or offset_s is None:
-            return content_ok, False, None
-        if abs(offset_s - query.true_offset_s) <= OFFSET_TOLERANCE_S:
-            return True, True, None
-        if source is None:
-            return True, False, None
-        repeat = qs.repeat_offset(
-            source, query.sample_rate, query.true_offset_s, query.length_s, offset_s
-        )
-        if repeat is not None and abs(offset_s - repeat) <= OFFSET_TOLERANCE_S:
-            return True, True, repeat
-        return True, False, None
-
-    content_ok, correct, repeat = judge(
-        best.content_id if best else None, best.offset_s if best else None
+    content_ok, correct, equivalent, equivalence = judge.verdict(
+        query, expected_id, best.content_id if best else None, best.offset_s if best else None
     )
     candidate = best
     if candidate is None and error is None and calibrate:
@@ -382,9 +445,16 @@ def match_one(
             ).best
         except AcrError:
             candidate = None
-    candidate_content_ok, candidate_correct, _ = judge(
-        candidate.content_id if candidate else None, candidate.offset_s if candidate else None
+    candidate_content_ok, candidate_correct, _, _ = judge.verdict(
+        query,
+        expected_id,
+        candidate.content_id if candidate else None,
+        candidate.offset_s if candidate else None,
     )
+
+    def name(match: Match | None) -> str | None:
+        return None if match is None else judge.names.get(match.content_id, match.title)
+
     return Outcome(
         query_id=query.query_id,
         kind=query.kind,
@@ -393,15 +463,16 @@ def match_one(
         degradation=query.degradation,
         true_offset_s=query.true_offset_s,
         latency_ms=latency_ms,
-        matched_track=titles.get(best.content_id, best.title) if best else None,
+        matched_track=name(best),
         offset_s=best.offset_s if best else None,
         confidence=best.confidence if best else None,
         score=best.score if best else None,
         speed=best.speed if best else None,
         content_ok=content_ok,
         correct=correct,
-        repeat_offset_s=repeat,
-        candidate_track=(titles.get(candidate.content_id, candidate.title) if candidate else None),
+        equivalent_offset_s=equivalent,
+        equivalence=equivalence,
+        candidate_track=name(candidate),
         candidate_confidence=candidate.confidence if candidate else None,
         candidate_correct=candidate_correct,
         candidate_content_ok=candidate_content_ok,
@@ -424,10 +495,11 @@ METHOD_NOTES: tuple[str, ...] = (
     "changes, length x factor + margin) and the result is trimmed to the exact query length; "
     "the true offset is the clip's start in the original.",
     f"Top-1 correct: the best match (default threshold) is the source track and its offset is "
-    f"within {OFFSET_TOLERANCE_S:g} s of the true start, or of a verbatim repeat of the clip "
-    f"elsewhere in the track (game music loops; a repeat is a stretch whose normalised "
-    f"correlation with the clean clip is at least {qs.REPEAT_MIN_CORRELATION:g}). "
-    "Content-only accuracy ignores the offset.",
+    f"within {OFFSET_TOLERANCE_S:g} s of the true start - or the answer points at a verbatim "
+    "copy of the clip: a repeat elsewhere in the same track (game music loops) or the same "
+    "passage in another reference track (a copy is a stretch whose normalised correlation "
+    f"with the clean clip is at least {qs.REPEAT_MIN_CORRELATION:g}). Content-only accuracy "
+    "ignores the offset.",
     "False positive: any match returned for a clip of music that is not indexed.",
     "Calibration: when the default call returns nothing, the query is matched again with "
     "`min_confidence=0` (not timed) to record the best candidate's confidence.",
@@ -503,11 +575,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         log(f"index: {stats}")
         # The quick run skips the untimed re-matching of misses (calibration data).
+        judge = Judge(refs, content_ids)
         positives, dec_p, gen_p = run_queries(
             index,
             refs,
             pos_clips,
             plan.degradations,
+            judge,
             content_ids,
             "positives",
             calibrate=not args.quick,
@@ -517,6 +591,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             negs,
             neg_clips,
             plan.negative_degradations,
+            judge,
             None,
             "negatives",
             calibrate=not args.quick,
