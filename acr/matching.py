@@ -30,6 +30,8 @@ INLIER_FRAMES = 1.5
 SCALES = np.linspace(0.97, 1.03, 13)
 CANDIDATES = 8
 MIN_INLIERS = 5
+MIN_SEGMENT_FRAMES = 62
+"""A stretch shorter than this (about 1 s) is not searched for another reference."""
 
 CONFIDENCE_MIDPOINT = 15.47
 """Evidence at which confidence is 0.5."""
@@ -149,6 +151,9 @@ def segment_alignments(
     remaining = hits
     while len(found) < max_segments:
         last = found[-1]
+        unexplained = max(last.query_start_frame, query_frames - 1 - last.query_end_frame)
+        if unexplained < MIN_SEGMENT_FRAMES:
+            break
         outside = (remaining.query_frames < last.query_start_frame) | (
             remaining.query_frames > last.query_end_frame
         )
@@ -175,14 +180,14 @@ def _coarse_candidates(hits: Hits, count: int) -> list[tuple[int, int]]:
     """The (key, offset) bins with most votes, each merged with its neighbours."""
     coarse = np.floor_divide(hits.ref_frames - hits.query_frames, COARSE_BIN_FRAMES)
     low = int(coarse.min())
+    # One empty bin pads each key's row on both sides, so neighbours never
+    # cross from one key into the next.
     span = int(coarse.max()) - low + 3
-    cell = hits.keys * span + (coarse - low + 1)
-    cells, votes = np.unique(cell, return_counts=True)
-    # A drifting alignment spreads over adjacent bins: score each bin with both neighbours.
+    cells, votes = np.unique(hits.keys * span + (coarse - low + 1), return_counts=True)
+    # A drifting alignment spreads over adjacent bins: score each with both neighbours.
     merged = votes.copy()
     for step in (-1, 1):
-        at = np.searchsorted(cells, cells + step)
-        at = np.minimum(at, cells.size - 1)
+        at = np.minimum(np.searchsorted(cells, cells + step), cells.size - 1)
         merged += np.where(cells[at] == cells + step, votes[at], 0)
     order = np.argsort(-merged, kind="stable")[:count]
     return [
