@@ -513,37 +513,22 @@ class Degradation:
     timing_preserved: bool = True
 
 
-def _white(snr_db: float) -> Degrader:
+def _noise(
+    add: Callable[[FloatArray, np.random.Generator, float], FloatArray], snr_db: float
+) -> Degrader:
+    """A registry entry adding noise with ``add`` at ``snr_db``."""
+
     def apply(x: FloatArray, sample_rate: int, rng: np.random.Generator) -> FloatArray:
-        return add_white_noise(x, rng, snr_db)
+        return add(x, rng, snr_db)
 
     return apply
 
 
-def _pink(snr_db: float) -> Degrader:
+def _timing(change: Callable[[FloatArray, int, float], FloatArray], amount: float) -> Degrader:
+    """A registry entry changing speed, tempo or pitch with ``change`` by ``amount``."""
+
     def apply(x: FloatArray, sample_rate: int, rng: np.random.Generator) -> FloatArray:
-        return add_pink_noise(x, rng, snr_db)
-
-    return apply
-
-
-def _speed(factor: float) -> Degrader:
-    def apply(x: FloatArray, sample_rate: int, rng: np.random.Generator) -> FloatArray:
-        return speed(x, sample_rate, factor)
-
-    return apply
-
-
-def _tempo(factor: float) -> Degrader:
-    def apply(x: FloatArray, sample_rate: int, rng: np.random.Generator) -> FloatArray:
-        return tempo(x, sample_rate, factor)
-
-    return apply
-
-
-def _pitch(semitones: float) -> Degrader:
-    def apply(x: FloatArray, sample_rate: int, rng: np.random.Generator) -> FloatArray:
-        return pitch(x, sample_rate, semitones)
+        return change(x, sample_rate, amount)
 
     return apply
 
@@ -571,21 +556,21 @@ def _random_gain(x: FloatArray, sample_rate: int, rng: np.random.Generator) -> F
 
 REGISTRY: tuple[Degradation, ...] = (
     Degradation("clean", "no degradation", _clean),
-    Degradation("white10", "white noise, 10 dB SNR", _white(10.0)),
-    Degradation("white5", "white noise, 5 dB SNR", _white(5.0)),
-    Degradation("white0", "white noise, 0 dB SNR", _white(0.0)),
-    Degradation("pink10", "pink noise, 10 dB SNR", _pink(10.0)),
-    Degradation("pink5", "pink noise, 5 dB SNR", _pink(5.0)),
-    Degradation("pink0", "pink noise, 0 dB SNR", _pink(0.0)),
+    Degradation("white10", "white noise, 10 dB SNR", _noise(add_white_noise, 10.0)),
+    Degradation("white5", "white noise, 5 dB SNR", _noise(add_white_noise, 5.0)),
+    Degradation("white0", "white noise, 0 dB SNR", _noise(add_white_noise, 0.0)),
+    Degradation("pink10", "pink noise, 10 dB SNR", _noise(add_pink_noise, 10.0)),
+    Degradation("pink5", "pink noise, 5 dB SNR", _noise(add_pink_noise, 5.0)),
+    Degradation("pink0", "pink noise, 0 dB SNR", _noise(add_pink_noise, 0.0)),
     Degradation("reverb", "room reverb, RT60 0.4-0.8 s, 40-60% wet", _reverb_room),
     Degradation("mp3_32k", "MP3 32 kbit/s CBR (LAME) at 44.1 kHz", _mp3_32k),
     Degradation("opus_32k", "Opus 32 kbit/s VBR at 48 kHz", _opus_32k),
-    Degradation("speed+2", "speed +2% (pitch and tempo)", _speed(1.02), 1.02, False),
-    Degradation("speed-2", "speed -2% (pitch and tempo)", _speed(0.98), 0.98, False),
-    Degradation("tempo+5", "tempo +5%, pitch kept (atempo)", _tempo(1.05), 1.05, False),
-    Degradation("tempo-5", "tempo -5%, pitch kept (atempo)", _tempo(0.95), 0.95, False),
-    Degradation("pitch+1", "pitch +1 semitone, duration kept", _pitch(1.0)),
-    Degradation("pitch-1", "pitch -1 semitone, duration kept", _pitch(-1.0)),
+    Degradation("speed+2", "speed +2% (pitch and tempo)", _timing(speed, 1.02), 1.02, False),
+    Degradation("speed-2", "speed -2% (pitch and tempo)", _timing(speed, 0.98), 0.98, False),
+    Degradation("tempo+5", "tempo +5%, pitch kept (atempo)", _timing(tempo, 1.05), 1.05, False),
+    Degradation("tempo-5", "tempo -5%, pitch kept (atempo)", _timing(tempo, 0.95), 0.95, False),
+    Degradation("pitch+1", "pitch +1 semitone, duration kept", _timing(pitch, 1.0)),
+    Degradation("pitch-1", "pitch -1 semitone, duration kept", _timing(pitch, -1.0)),
     Degradation("telephone", "300-3400 Hz band, 8 kHz, white noise 10 dB SNR", telephone),
     Degradation(
         "phone_mic",
