@@ -17,11 +17,12 @@ import faiss
 import numpy as np
 from numpy.typing import NDArray
 
-from acr.index.segment import Segment
+from acr.index.segment import PACKED_BYTES, Segment, packed_bytes
 from acr.matching import Hits
 from acr.signals.audio.codes import CODE_BITS
 
 CODE_BYTES = (CODE_BITS + 7) // 8
+assert CODE_BYTES == PACKED_BYTES, "FAISS vectors and segment records share one layout"
 BIT_FLIPS = 1
 
 
@@ -29,9 +30,10 @@ class CodeLookup:
     """All live postings of an index, searchable by code."""
 
     def __init__(self) -> None:
-        # A query is a few thousand probes: starting OpenMP threads costs more than
-        # it saves (two threads were 3.7x slower, benchmarks/index_choice.py).
-        # Concurrency comes from serving queries in parallel instead.
+        # A query is a few thousand small probes. On an idle machine two OpenMP
+        # threads halved a lookup, on a busy one they made it 3.7x slower
+        # (benchmarks/index_choice.py); a server is busy, and gets its
+        # concurrency from serving queries in parallel instead.
         faiss.omp_set_num_threads(1)
         self._faiss = faiss.IndexBinaryHash(8 * CODE_BYTES, 8 * CODE_BYTES)
         self._faiss.nflip = BIT_FLIPS
@@ -40,16 +42,13 @@ class CodeLookup:
         self._live = np.zeros(0, dtype=bool)
         self._ranges: dict[int, list[tuple[int, int]]] = {}
 
-    def __len__(self) -> int:
-        return int(self._live.sum())
-
     def add_segment(self, segment: Segment) -> None:
         """Make a segment's postings searchable."""
         base = self._keys.size
         n = segment.codes.size
         if n:
             ids = np.arange(base, base + n, dtype=np.int64)
-            self._faiss.add_with_ids(_as_bytes(segment.codes), ids)
+            self._faiss.add_with_ids(packed_bytes(segment.codes), ids)
         self._keys = np.concatenate([self._keys, segment.posting_keys()])
         self._frames = np.concatenate([self._frames, segment.frames.astype(np.int64)])
         self._live = np.concatenate([self._live, np.ones(n, dtype=bool)])
@@ -70,7 +69,7 @@ class CodeLookup:
         if codes.size == 0 or self._keys.size == 0:
             empty = np.zeros(0, dtype=np.int64)
             return Hits(empty, empty, empty)
-        query = _as_bytes(codes)
+        query = packed_bytes(codes)
         # FAISS range search keeps distances strictly below the radius.
         lims, _, ids = self._faiss.range_search(query, BIT_FLIPS + 1)
         which_query = np.repeat(np.arange(codes.size), np.diff(lims.astype(np.int64)))
@@ -81,9 +80,3 @@ class CodeLookup:
             keys=self._keys[ids],
             ref_frames=self._frames[ids],
         )
-
-
-def _as_bytes(codes: NDArray[np.uint32]) -> NDArray[np.uint8]:
-    """The low ``CODE_BYTES`` bytes of each code, as FAISS binary vectors."""
-    little_endian = np.ascontiguousarray(codes.astype("<u4")).view(np.uint8).reshape(-1, 4)
-    return np.ascontiguousarray(little_endian[:, :CODE_BYTES])

@@ -77,12 +77,17 @@ def build_segment(
 
 def write_segment(segment: Segment, path: Path) -> int:
     """Write ``segment`` to ``path`` atomically and durably; return its size in bytes."""
+    for values in (segment.codes, segment.frames):
+        if values.size and int(values.max()) > MAX_FRAME:
+            raise IndexStoreError(
+                "a code or frame does not fit in 24 bits (content longer than 74 h?)"
+            )
     body = b"".join(
         [
             segment.keys.astype("<i8").tobytes(),
             segment.ends.astype("<i8").tobytes(),
-            _pack24(segment.codes),
-            _pack24(segment.frames),
+            packed_bytes(segment.codes).tobytes(),
+            packed_bytes(segment.frames).tobytes(),
         ]
     )
     header = _HEADER.pack(
@@ -160,11 +165,14 @@ def read_segment(path: Path) -> Segment:
     )
 
 
-def _pack24(values: NDArray[np.uint32]) -> bytes:
-    if values.size and int(values.max()) > MAX_FRAME:
-        raise IndexStoreError("a code or frame does not fit in 24 bits (content longer than 74 h?)")
+def packed_bytes(values: NDArray[np.uint32]) -> NDArray[np.uint8]:
+    """The low ``PACKED_BYTES`` bytes of each value, little-endian, shape (n, PACKED_BYTES).
+
+    The layout of codes and frames in a segment, and of codes as FAISS binary vectors.
+    Higher bytes are dropped: callers that store values check the range first.
+    """
     little_endian = np.ascontiguousarray(values.astype("<u4")).view(np.uint8).reshape(-1, 4)
-    return little_endian[:, :PACKED_BYTES].tobytes()
+    return np.ascontiguousarray(little_endian[:, :PACKED_BYTES])
 
 
 def _unpack24(raw: NDArray[np.generic]) -> NDArray[np.uint32]:

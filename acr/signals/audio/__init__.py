@@ -57,6 +57,17 @@ def fingerprint_query(samples: NDArray[np.float32]) -> Fingerprints:
     return _fingerprint(samples, QUERY_PEAKS_PER_SECOND, QUERY_FANOUT)
 
 
+def _audible(
+    source: MediaSource, max_seconds: float | None, max_bytes: int | None
+) -> NDArray[np.float32]:
+    """Decode to the working rate and refuse silence or a too short sample."""
+    samples = decode_audio(
+        source, sample_rate=SAMPLE_RATE, max_seconds=max_seconds, max_bytes=max_bytes
+    )
+    ensure_audible(samples, sample_rate=SAMPLE_RATE)
+    return samples
+
+
 class AudioSignal:
     """The audio :class:`~acr.signals.base.SignalKind`."""
 
@@ -71,11 +82,7 @@ class AudioSignal:
         max_seconds: float | None = None,
         max_bytes: int | None = DEFAULT_MAX_BYTES,
     ) -> Fingerprints:
-        samples = decode_audio(
-            source, sample_rate=SAMPLE_RATE, max_seconds=max_seconds, max_bytes=max_bytes
-        )
-        ensure_audible(samples, sample_rate=SAMPLE_RATE)
-        return fingerprint_reference(samples)
+        return fingerprint_reference(_audible(source, max_seconds, max_bytes))
 
     def fingerprint_query(
         self,
@@ -84,11 +91,7 @@ class AudioSignal:
         max_seconds: float | None = None,
         max_bytes: int | None = DEFAULT_MAX_BYTES,
     ) -> Fingerprints:
-        samples = decode_audio(
-            source, sample_rate=SAMPLE_RATE, max_seconds=max_seconds, max_bytes=max_bytes
-        )
-        ensure_audible(samples, sample_rate=SAMPLE_RATE)
-        return fingerprint_query(samples)
+        return fingerprint_query(_audible(source, max_seconds, max_bytes))
 
     def fingerprint_samples(
         self, samples: NDArray[np.floating], sample_rate: int, *, query: bool
