@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint benchmark clean
+.PHONY: demo test lint benchmark clean migration
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/acr demo --dir demo
+	$(BIN)/acr serve --demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -30,3 +30,10 @@ benchmark: $(STAMP)
 
 clean:
 	rm -rf $(VENV) demo .mypy_cache .ruff_cache .pytest_cache
+
+# While the service's schema is unreleased, its one migration is regenerated from the models.
+migration: $(STAMP)
+	rm -f acr/db/migrations/versions/0001_initial_schema.py /tmp/acr-migration.db
+	$(BIN)/python -c "from alembic import command; from acr.db.session import alembic_config; command.revision(alembic_config('sqlite:////tmp/acr-migration.db'), message='initial schema', autogenerate=True, rev_id='0001')"
+	rm -f /tmp/acr-migration.db
+	$(BIN)/ruff format -q acr/db/migrations

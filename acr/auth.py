@@ -1,0 +1,166 @@
+"""API keys: created once, shown once, stored as a SHA-256 of the secret.
+
+A key reads ``acr_<prefix>_<secret>``. The prefix finds the row; the secret is
+compared by hash in constant time. Keys are 190-bit random strings, so a fast
+hash is enough: there is no password to brute-force.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from acr.db.models import ApiKey, App, Organisation, utcnow
+
+KEY_PATTERN = re.compile(r"^acr_([A-Za-z0-9]{12})_([A-Za-z0-9]{32})$")
+_ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+SLUG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,99}$")
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    CAMPAIGN_MANAGER = "campaign_manager"
+    VIEWER_APP = "viewer_app"
+
+
+class AuthError(Exception):
+    """The credential is missing, malformed, unknown or revoked."""
+
+
+class KeyScopeError(ValueError):
+    """A key was asked for with a role and a scope that do not go together."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a key, its role and the one organisation or app it is scoped to."""
+
+    key_id: str
+    role: Role
+    organisation_id: str | None = None
+    app_id: str | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role is Role.ADMIN
+
+
+@dataclass(frozen=True)
+class CreatedKey:
+    """A new key; ``secret`` is the only time the full key is available."""
+
+    key_id: str
+    secret: str
+    principal: Principal
+
+
+def _random(length: int) -> str:
+    return "".join(secrets.choice(_ALPHABET) for _ in range(length))
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def ensure_organisation(session: Session, slug: str, name: str | None = None) -> Organisation:
+    """The organisation with ``slug``, created if it does not exist."""
+    if not SLUG_PATTERN.match(slug):
+        raise KeyScopeError(f"invalid organisation slug {slug!r}: use a-z, 0-9 and '-'")
+    found = session.scalars(select(Organisation).where(Organisation.slug == slug)).first()
+    if found is None:
+        found = Organisation(slug=slug, name=name or slug)
+        session.add(found)
+        session.flush()
+    return found
+
+
+def ensure_app(session: Session, slug: str, name: str | None = None) -> App:
+    """The viewer app with ``slug``, created if it does not exist."""
+    if not SLUG_PATTERN.match(slug):
+        raise KeyScopeError(f"invalid app slug {slug!r}: use a-z, 0-9 and '-'")
+    found = session.scalars(select(App).where(App.slug == slug)).first()
+    if found is None:
+        found = App(slug=slug, name=name or slug)
+        session.add(found)
+        session.flush()
+    return found
+
+
+def create_key(
+    session: Session,
+    role: Role,
+    *,
+    organisation: str | None = None,
+    app: str | None = None,
+    name: str = "",
+) -> CreatedKey:
+    """Create a key (and its organisation or app, by slug, if new); the caller commits.
+
+    Raises
+    ------
+    KeyScopeError
+        A campaign manager without an organisation, a viewer app without an app,
+        or a scope given to a role that takes none.
+    """
+    organisation_id = app_id = None
+    if role is Role.CAMPAIGN_MANAGER:
+        if not organisation or app:
+            raise KeyScopeError("a campaign_manager key is scoped to one organisation, no app")
+        organisation_id = ensure_organisation(session, organisation).id
+    elif role is Role.VIEWER_APP:
+        if not app or organisation:
+            raise KeyScopeError("a viewer_app key is scoped to one app, no organisation")
+        app_id = ensure_app(session, app).id
+    elif organisation or app:
+        raise KeyScopeError("an admin key is not scoped to an organisation or an app")
+    prefix, secret = _random(12), _random(32)
+    row = ApiKey(
+        name=name,
+        role=role.value,
+        prefix=prefix,
+        secret_hash=_digest(secret),
+        organisation_id=organisation_id,
+        app_id=app_id,
+    )
+    session.add(row)
+    session.flush()
+    principal = Principal(row.id, role, organisation_id, app_id)
+    return CreatedKey(row.id, f"acr_{prefix}_{secret}", principal)
+
+
+def authenticate(session: Session, presented: str) -> Principal:
+    """The principal of a presented key.
+
+    Raises
+    ------
+    AuthError
+        Malformed, unknown or revoked key (one message for all: no oracle).
+    """
+    parsed = KEY_PATTERN.match(presented.strip())
+    if parsed is None:
+        raise AuthError("malformed API key")
+    prefix, secret = parsed.groups()
+    row = session.scalars(select(ApiKey).where(ApiKey.prefix == prefix)).first()
+    if (
+        row is None
+        or row.revoked_at is not None
+        or not hmac.compare_digest(row.secret_hash, _digest(secret))
+    ):
+        raise AuthError("unknown or revoked API key")
+    return Principal(row.id, Role(row.role), row.organisation_id, row.app_id)
+
+
+def revoke_key(session: Session, key_id: str) -> bool:
+    """Revoke a key; False if there is no such live key. The caller commits."""
+    row = session.get(ApiKey, key_id)
+    if row is None or row.revoked_at is not None:
+        return False
+    row.revoked_at = utcnow()
+    return True

@@ -1,0 +1,1 @@
+"""The service database: models, sessions and migrations."""
