@@ -9,6 +9,8 @@ Subcommands::
     acr remove  --index-dir DIR CONTENT_ID...
     acr compact --index-dir DIR
     acr demo    [--dir DIR]
+    acr serve   [--host H] [--port P] [--workers N] [--demo]
+    acr keys    create --role ROLE [--organisation SLUG | --app SLUG] | list | revoke KEY_ID
 
 ``acr match --json`` prints exactly one JSON object per query, one per line::
 
@@ -35,6 +37,7 @@ with a function that declares its arguments and one that runs it.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sqlite3
@@ -601,6 +604,14 @@ register(
 
 # -- entry points -----------------------------------------------------------------------------
 
+PLUGINS = ("api.cli",)
+"""Modules that register more subcommands (the HTTP service's ``serve`` and ``keys``)."""
+
+
+def _load_plugins() -> None:
+    for name in PLUGINS:
+        importlib.import_module(name)
+
 
 def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     """The ``acr`` argument parser, with one subparser per registered command.
@@ -620,6 +631,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
         description="Automatic content recognition: index audio, identify samples.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    _load_plugins()
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS.values():
         sub = subparsers.add_parser(
@@ -663,6 +675,7 @@ def run_command(name: str, argv: Sequence[str], *, prog: str) -> int:
     int
         Exit status, as for :func:`main`.
     """
+    _load_plugins()
     command = COMMANDS[name]
     parser = argparse.ArgumentParser(prog=prog, description=command.description)
     command.configure(parser)

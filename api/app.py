@@ -1,0 +1,90 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from acr import __version__
+from acr.campaigns import apply_schedules
+from acr.library import ContentIndexer, sync_from_index
+from acr.periodic import PeriodicTask
+from acr.settings import Settings
+from api import limits, observability, problems
+from api.routers import campaigns, content, health, keys, match
+from api.services import Services, build_services
+
+DESCRIPTION = """\
+Automatic content recognition for campaigns: viewer apps send what they hear and
+get back what it is, where in it they are, and the campaign content attached to
+that moment. Campaign managers run campaigns on the content library.
+
+Authenticate with an API key: `Authorization: Bearer acr_…`. Errors are
+`application/problem+json` (RFC 9457).
+"""
+
+
+def create_app(services: Services | None = None, *, background: bool = True) -> FastAPI:
+    """The service's ASGI app.
+
+    Parameters
+    ----------
+    services : Services, optional
+        Built from the environment's :class:`~acr.settings.Settings` if not given.
+    background : bool
+        Run the indexing worker and the schedule in this process.
+    """
+    owned = services is None
+    services = services or build_services(Settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        stop = start_background(app, services) if background else None
+        try:
+            yield
+        finally:
+            if stop is not None:
+                stop()
+            if owned:
+                services.close()
+
+    app = FastAPI(
+        title="ACR campaign service",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    problems.install(app)
+    for router in (health.router, match.router, content.router, campaigns.router, keys.router):
+        app.include_router(router)
+    limits.install(app, services.settings)
+    observability.install(app)  # last: the outermost middleware sees every request
+    return app
+
+
+def start_background(app: FastAPI, services: Services) -> Callable[[], None]:
+    """Start indexing uploads and applying campaign schedules; return what stops them.
+
+    Every server process runs both. Only the one holding the index's writer lock
+    indexes; the schedule's transitions are idempotent, so several ticking is harmless.
+    """
+    settings = services.settings
+    sync_from_index(services.sessions, settings.index_path)
+    indexer = ContentIndexer(services.sessions, settings)
+    tasks = [
+        PeriodicTask("indexer", indexer.tick, settings.indexer_poll_s).start(),
+        PeriodicTask(
+            "schedule", lambda: apply_schedules(services.sessions), settings.scheduler_interval_s
+        ).start(),
+    ]
+    app.state.wake_indexer = tasks[0].wake
+
+    def stop() -> None:
+        for task in tasks:
+            task.stop()
+        indexer.close()
+
+    return stop

@@ -1,0 +1,298 @@
+"""``POST /v1/match`` end to end: real media, a real index, campaigns and engagements."""
+
+from __future__ import annotations
+
+import functools
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from acr.db.models import Campaign, Content, Engagement, IdempotencyRecord, Organisation, Trigger
+from acr.index.catalogue import ContentSpec
+from acr.index.store import Index
+from acr.ratelimit import InProcessRateLimiter
+from acr.signals.audio import AudioSignal
+from api.services import Services
+from tests.conftest import SONG_RATE, Keys, synth_song, write_audio
+
+SONG_SECONDS = 16.0
+
+
+@functools.cache
+def song(seed: int) -> np.ndarray:
+    return synth_song(seed, SONG_SECONDS)
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    songs: dict[str, np.ndarray]
+    """Content id → the song's samples."""
+    campaign_id: str
+    trigger_id: str
+
+
+@pytest.fixture
+def catalogue(services: Services, keys: Keys) -> Catalogue:
+    """Three songs indexed and ready; acme runs a campaign on song 0 between 10 s and 15 s."""
+    songs: dict[str, np.ndarray] = {}
+    with Index.open(services.settings.index_path) as index, services.sessions() as session:
+        for seed in (11, 12, 13):
+            samples = song(seed)
+            row = Content(
+                title=f"Song {seed}",
+                kind="song",
+                status="ready",
+                owner_account_id="acct_owner",
+                duration_s=SONG_SECONDS,
+            )
+            session.add(row)
+            session.flush()
+            index.add_samples(samples, SONG_RATE, ContentSpec(title=row.title, content_id=row.id))
+            songs[row.id] = samples
+        acme = session.scalars(select(Organisation).where(Organisation.slug == "acme")).one()
+        first = next(iter(songs))
+        campaign = Campaign(
+            organisation_id=acme.id,
+            name="Coupon at the chorus",
+            advertiser="Acme Soda",
+            status="running",
+            payload={"title": "10% off", "coupon_code": "ACME10"},
+            cost_per_engagement=50,
+            currency="usd",
+            revenue_share_bps=3000,
+        )
+        campaign.triggers.append(Trigger(content_id=first, start_s=10.0, end_s=15.0))
+        session.add(campaign)
+        session.commit()
+        return Catalogue(songs, campaign.id, campaign.triggers[0].id)
+
+
+@pytest.fixture
+def client(catalogue: Catalogue, client: TestClient) -> TestClient:
+    """The service, started once the catalogue is indexed (its indexer then takes the index)."""
+    return client
+
+
+def excerpt_wav(samples: np.ndarray, start_s: float, seconds: float, tmp_path: Path) -> bytes:
+    start = int(start_s * SONG_RATE)
+    path = write_audio(
+        tmp_path / f"excerpt-{start}.wav", samples[start : start + int(seconds * SONG_RATE)]
+    )
+    return path.read_bytes()
+
+
+def post_sample(
+    client: TestClient, headers: dict[str, str], data: bytes, name: str = "s.wav", **form: str
+) -> object:
+    fields = {"viewer_id": "viewer-1", **form}
+    return client.post(
+        "/v1/match", headers=headers, data=fields, files={"sample": (name, io.BytesIO(data))}
+    )
+
+
+def engagements(services: Services) -> list[Engagement]:
+    with services.sessions() as session:
+        return list(session.scalars(select(Engagement)))
+
+
+def test_sample_in_trigger_window_serves_the_campaign(
+    client: TestClient, keys: Keys, catalogue: Catalogue, services: Services, tmp_path: Path
+) -> None:
+    content_id = next(iter(catalogue.songs))
+    wav = excerpt_wav(catalogue.songs[content_id], 11.0, 4.0, tmp_path)
+    response = post_sample(client, keys.tv_app, wav, country="gb", platform="android")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["matched"] is True and body["no_match_reason"] is None
+    assert body["match"]["content_id"] == content_id
+    assert body["match"]["offset_s"] == pytest.approx(11.0, abs=0.05)
+    assert body["match"]["confidence"] >= 0.8
+    assert [c["id"] for c in body["campaigns"]] == [catalogue.campaign_id]
+    assert body["campaigns"][0]["payload"] == {"title": "10% off", "coupon_code": "ACME10"}
+    recorded = engagements(services)
+    assert [e.id for e in recorded] == [body["campaigns"][0]["engagement_id"]]
+    assert recorded[0].cost == 50 and recorded[0].owner_share == 15
+    assert recorded[0].country == "GB" and recorded[0].platform == "android"
+    assert recorded[0].viewer_hash != "viewer-1" and len(recorded[0].viewer_hash) == 64
+
+
+def test_sample_outside_the_window_matches_without_campaigns(
+    client: TestClient, keys: Keys, catalogue: Catalogue, services: Services, tmp_path: Path
+) -> None:
+    content_id = next(iter(catalogue.songs))
+    wav = excerpt_wav(catalogue.songs[content_id], 2.0, 4.0, tmp_path)
+    body = post_sample(client, keys.tv_app, wav).json()
+    assert body["match"]["content_id"] == content_id
+    assert body["match"]["offset_s"] == pytest.approx(2.0, abs=0.05)
+    assert body["campaigns"] == [] and engagements(services) == []
+
+
+def test_client_side_fingerprints_match_like_media(
+    client: TestClient, keys: Keys, catalogue: Catalogue, tmp_path: Path
+) -> None:
+    content_id = list(catalogue.songs)[2]
+    wav = excerpt_wav(catalogue.songs[content_id], 6.0, 5.0, tmp_path)
+    wire = AudioSignal().fingerprint_query(wav).to_bytes()
+    assert len(wire) < len(wav) / 10
+    response = client.post(
+        "/v1/match",
+        headers=keys.tv_app,
+        data={"viewer_id": "v"},
+        files={"fingerprints": ("q.fp", io.BytesIO(wire), "application/octet-stream")},
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["match"]["content_id"] == content_id
+    assert response.json()["match"]["offset_s"] == pytest.approx(6.0, abs=0.05)
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda: np.zeros(5 * SONG_RATE, dtype=np.float32), "silence"),
+        (lambda: synth_song(99, 0.05), "too_short"),
+        (lambda: synth_song(99, 5.0), "no_match"),
+    ],
+    ids=["silence", "too-short", "unknown"],
+)
+def test_no_match_says_why(
+    client: TestClient, keys: Keys, catalogue: Catalogue, tmp_path: Path, make: object, reason: str
+) -> None:
+    assert callable(make)
+    wav = write_audio(tmp_path / "q.wav", make()).read_bytes()
+    response = post_sample(client, keys.tv_app, wav)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["matched"] is False and body["match"] is None
+    assert body["no_match_reason"] == reason and body["campaigns"] == []
+
+
+def test_deleted_content_is_not_matched(
+    client: TestClient, keys: Keys, catalogue: Catalogue, services: Services, tmp_path: Path
+) -> None:
+    content_id = next(iter(catalogue.songs))
+    with services.sessions() as session:
+        row = session.get(Content, content_id)
+        assert row is not None
+        row.status, row.deleted_at = "ready", row.created_at
+        session.commit()
+    wav = excerpt_wav(catalogue.songs[content_id], 11.0, 4.0, tmp_path)
+    body = post_sample(client, keys.tv_app, wav).json()
+    assert body["matched"] is False and body["no_match_reason"] == "no_match"
+
+
+@pytest.mark.parametrize(
+    ("data", "name", "status", "code"),
+    [
+        (b"\x1aE\xdf\xa3" + bytes(range(256)) * 8, "s.webm", 422, "corrupt_media"),
+        (b"this is a text file, not audio\n" * 20, "s.txt", 415, "unsupported_format"),
+        (b"", "s.wav", 400, "empty_media"),
+    ],
+    ids=["corrupt", "not-media", "empty"],
+)
+def test_bad_media_is_a_problem_document(
+    client: TestClient,
+    keys: Keys,
+    catalogue: Catalogue,
+    data: bytes,
+    name: str,
+    status: int,
+    code: str,
+) -> None:
+    response = post_sample(client, keys.tv_app, data, name=name)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == code
+
+
+def test_malformed_fingerprints_are_refused(
+    client: TestClient, keys: Keys, catalogue: Catalogue
+) -> None:
+    response = client.post(
+        "/v1/match",
+        headers=keys.tv_app,
+        data={"viewer_id": "v"},
+        files={"fingerprints": ("q.fp", io.BytesIO(b"ACRF garbage"))},
+    )
+    assert response.status_code == 422 and response.json()["code"] == "invalid_fingerprints"
+
+
+def test_exactly_one_of_sample_and_fingerprints(
+    client: TestClient, keys: Keys, catalogue: Catalogue
+) -> None:
+    neither = client.post("/v1/match", headers=keys.tv_app, data={"viewer_id": "v"})
+    assert neither.status_code == 422
+    both = client.post(
+        "/v1/match",
+        headers=keys.tv_app,
+        data={"viewer_id": "v"},
+        files={"sample": ("a.wav", b"x"), "fingerprints": ("b.fp", b"y")},
+    )
+    assert both.status_code == 422 and both.json()["errors"]
+    no_viewer = client.post("/v1/match", headers=keys.tv_app, files={"sample": ("a.wav", b"x")})
+    assert no_viewer.status_code == 422
+    assert any("viewer_id" in e["loc"] for e in no_viewer.json()["errors"])
+
+
+def test_oversize_sample_is_413(
+    client: TestClient, keys: Keys, catalogue: Catalogue, services: Services
+) -> None:
+    services.settings.max_sample_bytes = 1000
+    response = post_sample(client, keys.tv_app, b"\0" * 5000)
+    assert response.status_code == 413, response.text
+
+
+def test_retry_with_idempotency_key_replays_and_records_once(
+    client: TestClient, keys: Keys, catalogue: Catalogue, services: Services, tmp_path: Path
+) -> None:
+    content_id = next(iter(catalogue.songs))
+    wav = excerpt_wav(catalogue.songs[content_id], 11.0, 4.0, tmp_path)
+    headers = {**keys.tv_app, "Idempotency-Key": "req-42"}
+    first = post_sample(client, headers, wav)
+    again = post_sample(client, headers, wav)
+    assert first.status_code == again.status_code == 200
+    assert again.json() == first.json()
+    assert again.headers.get("idempotent-replayed") == "true"
+    assert len(engagements(services)) == 1
+    other = post_sample(client, headers, wav, viewer_id="viewer-2")
+    assert other.status_code == 409 and other.json()["code"] == "idempotency_mismatch"
+    # The same key from another app is another request altogether.
+    theirs = post_sample(client, {**keys.other_app, "Idempotency-Key": "req-42"}, wav)
+    assert theirs.status_code == 200 and "idempotent-replayed" not in theirs.headers
+    assert len(engagements(services)) == 2
+
+
+def test_failed_request_frees_its_idempotency_key(
+    client: TestClient, keys: Keys, catalogue: Catalogue, services: Services
+) -> None:
+    headers = {**keys.tv_app, "Idempotency-Key": "bad-1"}
+    assert post_sample(client, headers, b"garbage" * 50, name="x.txt").status_code == 415
+    with services.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(IdempotencyRecord)) == 0
+
+
+def test_only_viewer_apps_and_admins_match(
+    client: TestClient, keys: Keys, catalogue: Catalogue, tmp_path: Path
+) -> None:
+    wav = excerpt_wav(next(iter(catalogue.songs.values())), 3.0, 3.0, tmp_path)
+    assert post_sample(client, {}, wav).status_code == 401
+    assert post_sample(client, {"Authorization": "Bearer acr_nope"}, wav).status_code == 401
+    forbidden = post_sample(client, keys.acme, wav)
+    assert forbidden.status_code == 403 and forbidden.json()["code"] == "forbidden"
+    assert post_sample(client, keys.admin, wav).status_code == 200
+
+
+def test_each_app_key_has_its_own_rate_limit(
+    client: TestClient, keys: Keys, catalogue: Catalogue, services: Services, tmp_path: Path
+) -> None:
+    services.rate_limiter = InProcessRateLimiter(limit=2, period_s=60.0)
+    wav = excerpt_wav(next(iter(catalogue.songs.values())), 3.0, 3.0, tmp_path)
+    assert [post_sample(client, keys.tv_app, wav).status_code for _ in range(2)] == [200, 200]
+    refused = post_sample(client, keys.tv_app, wav)
+    assert refused.status_code == 429 and refused.json()["code"] == "rate_limited"
+    assert int(refused.headers["retry-after"]) >= 1
+    assert post_sample(client, keys.other_app, wav).status_code == 200
