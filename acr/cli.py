@@ -714,4 +714,7 @@ def _broken_pipe() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # Run as `python -m acr.cli`, this file is `__main__`, not `acr.cli` where plugins register.
+    from acr.cli import main as registered_main
+
+    raise SystemExit(registered_main())

@@ -265,7 +265,9 @@ def install(app: FastAPI) -> None:
 
 # Attributes every LogRecord has: whatever else a record carries came in `extra=`.
 _RECORD_FIELDS: Final = frozenset(
-    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys() | {"message", "asctime"}
+    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()
+    # uvicorn's terminal-coloured copy of the message adds nothing to a JSON line.
+    | {"message", "asctime", "color_message"}
 )
 
 

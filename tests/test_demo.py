@@ -13,7 +13,7 @@ from conftest import ROOT
 
 def _run_demo(directory: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "acr.cli", "demo", "--dir", str(directory)],
+        [sys.executable, "-m", "acr", "demo", "--dir", str(directory)],
         capture_output=True,
         text=True,
         timeout=300,
