@@ -102,7 +102,7 @@ def demo_server(env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], li
 def test_demo_prints_a_curl_that_returns_the_campaign(
     demo_server: tuple[subprocess.Popen[str], list[str], int],
 ) -> None:
-    process, lines, port = demo_server
+    _, lines, port = demo_server
     printed = "".join(lines)
     assert "Uvicorn running" in printed, printed
     curl = next(line.strip() for line in lines if line.strip().startswith("curl "))
