@@ -273,3 +273,160 @@ class Event(Base):
     account_id: Mapped[str | None] = mapped_column(String(64))
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# -- money: connected accounts, their bank accounts and cards, the ledger, payouts ---------------
+
+
+class Account(Base):
+    """A connected account (Stripe Connect's word): a content owner who is paid.
+
+    Payout schedule as Stripe's ``settings.payouts.schedule``: ``interval``
+    daily (rolling) | weekly | monthly | manual, ``delay_days`` before revenue is
+    available, ``weekly_anchor`` (monday..sunday), ``monthly_anchor`` (1..31; a
+    month without that day pays on its last day).
+    """
+
+    __tablename__ = "accounts"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=lambda: new_id("acct"))
+    organisation_id: Mapped[str | None] = mapped_column(ForeignKey("organisations.id"))
+    """The organisation whose keys manage the account (none: the platform's)."""
+    business_name: Mapped[str] = mapped_column(String(200), default="")
+    email: Mapped[str | None] = mapped_column(String(320), default=None)
+    country: Mapped[str] = mapped_column(String(2))
+    default_currency: Mapped[str] = mapped_column(String(3))
+    payouts_enabled: Mapped[bool] = mapped_column(default=True)
+    payout_interval: Mapped[str] = mapped_column(String(8), default="daily")
+    payout_delay_days: Mapped[int] = mapped_column(Integer, default=2)
+    payout_weekly_anchor: Mapped[str | None] = mapped_column(String(9), default=None)
+    payout_monthly_anchor: Mapped[int | None] = mapped_column(Integer, default=None)
+    hold_in_platform: Mapped[bool] = mapped_column(default=False)
+    """Revenue accumulates in the platform's balance until transferred on demand."""
+    stripe_account_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    """The Stripe Connect account this one is paid through, on the Stripe rail."""
+    extra: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ExternalAccount(Base):
+    """A bank account or debit card payouts go to; only a token's last4 and fingerprint are kept."""
+
+    __tablename__ = "external_accounts"
+    __table_args__ = (Index("external_accounts_account", "account_id", "currency"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    """``ba_…`` for a bank account, ``card_…`` for a debit card."""
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    object: Mapped[str] = mapped_column(String(16))
+    """``bank_account`` or ``card``."""
+    last4: Mapped[str] = mapped_column(String(4))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    """Keyed hash of the full number: the same account is recognisable, the number is not kept."""
+    bank_name: Mapped[str | None] = mapped_column(String(100), default=None)
+    brand: Mapped[str | None] = mapped_column(String(32), default=None)
+    account_holder_name: Mapped[str | None] = mapped_column(String(200), default=None)
+    country: Mapped[str] = mapped_column(String(2))
+    currency: Mapped[str] = mapped_column(String(3))
+    default_for_currency: Mapped[bool] = mapped_column(default=False)
+    status: Mapped[str] = mapped_column(String(16), default="new")
+    """new | verified | errored | disabled; errored and disabled ones block payouts."""
+    available_payout_methods: Mapped[list[str]] = mapped_column(JSON, default=list)
+    """``["standard"]``, or ``["standard", "instant"]`` for an eligible debit card."""
+    rail_data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    """What the payout rail needs to reach it (the simulated bank's behaviour, Stripe's id)."""
+    extra: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class LedgerTransaction(Base):
+    """One movement of money: its entries sum to zero per currency (double entry).
+
+    When it touches a connected account's balance it is also that account's
+    *balance transaction* (Stripe's word): ``amount``, ``fee`` and ``net`` as the
+    account sees them, available from ``available_on``. ``(type, source_id)`` is
+    unique, so posting the same movement twice (a retried job) is refused.
+    """
+
+    __tablename__ = "ledger_transactions"
+    __table_args__ = (
+        UniqueConstraint("type", "source_id", name="ledger_transactions_type_source"),
+        Index("ledger_transactions_account_created", "account_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("txn"))
+    type: Mapped[str] = mapped_column(String(32))
+    """payment | payout | payout_cancel | payout_failure | payout_fee | transfer | adjustment."""
+    source_id: Mapped[str] = mapped_column(String(64))
+    """What caused it: an engagement, a payout, a transfer."""
+    account_id: Mapped[str | None] = mapped_column(String(64))
+    currency: Mapped[str] = mapped_column(String(3))
+    amount: Mapped[int] = mapped_column(BigInteger, default=0)
+    fee: Mapped[int] = mapped_column(BigInteger, default=0)
+    net: Mapped[int] = mapped_column(BigInteger, default=0)
+    available_on: Mapped[datetime] = mapped_column(default=utcnow)
+    description: Mapped[str] = mapped_column(String(500), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    entries: Mapped[list[LedgerEntry]] = relationship(
+        back_populates="transaction", cascade="all, delete-orphan"
+    )
+
+
+class LedgerEntry(Base):
+    """One leg of a ledger transaction: a signed amount on one book."""
+
+    __tablename__ = "ledger_entries"
+    __table_args__ = (Index("ledger_entries_book", "book", "currency", "available_on"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    transaction_id: Mapped[str] = mapped_column(ForeignKey("ledger_transactions.id"))
+    book: Mapped[str] = mapped_column(String(100))
+    """``account:<acct>`` (a balance), ``held:<acct>``, ``platform:fees``,
+    ``advertiser:<org>``, ``rail:in_transit``, ``rail:paid``, ``platform:unallocated``."""
+    currency: Mapped[str] = mapped_column(String(3))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    available_on: Mapped[datetime] = mapped_column(default=utcnow)
+
+    transaction: Mapped[LedgerTransaction] = relationship(back_populates="entries")
+
+
+class Payout(Base):
+    """Money sent from a connected account's balance to its bank account or card."""
+
+    __tablename__ = "payouts"
+    __table_args__ = (
+        Index("payouts_account_created", "account_id", "created_at"),
+        Index("payouts_status", "status"),
+        # One automatic payout per account, currency and scheduled day, however many
+        # schedulers run at once.
+        UniqueConstraint("account_id", "currency", "automatic_for", name="payouts_automatic_once"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("po"))
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    destination: Mapped[str] = mapped_column(ForeignKey("external_accounts.id"))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    fee: Mapped[int] = mapped_column(BigInteger, default=0)
+    currency: Mapped[str] = mapped_column(String(3))
+    method: Mapped[str] = mapped_column(String(8), default="standard")
+    automatic: Mapped[bool] = mapped_column(default=False)
+    automatic_for: Mapped[str | None] = mapped_column(String(10), default=None)
+    """The scheduled day (ISO date) an automatic payout is for; None for manual ones."""
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    arrival_date: Mapped[datetime] = mapped_column()
+    failure_code: Mapped[str | None] = mapped_column(String(64), default=None)
+    failure_message: Mapped[str | None] = mapped_column(String(500), default=None)
+    balance_transaction_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    failure_balance_transaction_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    rail: Mapped[str] = mapped_column(String(16), default="simulated")
+    rail_state: Mapped[str] = mapped_column(String(16), default="to_submit")
+    """Outbox: ``to_submit`` until the rail has accepted it (``submitted``), then ``done``."""
+    rail_ref: Mapped[str | None] = mapped_column(String(64), default=None)
+    description: Mapped[str | None] = mapped_column(String(500), default=None)
+    extra: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

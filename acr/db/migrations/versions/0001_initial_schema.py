@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-26 09:39:53.260705
+Create Date: 2026-11-26 10:03:48.797976
 """
 
 from __future__ import annotations
@@ -58,6 +58,27 @@ def upgrade() -> None:
         sa.UniqueConstraint("principal", "key", name="idempotency_principal_key"),
     )
     op.create_table(
+        "ledger_transactions",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("type", sa.String(length=32), nullable=False),
+        sa.Column("source_id", sa.String(length=64), nullable=False),
+        sa.Column("account_id", sa.String(length=64), nullable=True),
+        sa.Column("currency", sa.String(length=3), nullable=False),
+        sa.Column("amount", sa.BigInteger(), nullable=False),
+        sa.Column("fee", sa.BigInteger(), nullable=False),
+        sa.Column("net", sa.BigInteger(), nullable=False),
+        sa.Column("available_on", acr.db.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("description", sa.String(length=500), nullable=False),
+        sa.Column("created_at", acr.db.models.UTCDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("type", "source_id", name="ledger_transactions_type_source"),
+    )
+    with op.batch_alter_table("ledger_transactions", schema=None) as batch_op:
+        batch_op.create_index(
+            "ledger_transactions_account_created", ["account_id", "created_at"], unique=False
+        )
+
+    op.create_table(
         "organisations",
         sa.Column("id", sa.String(length=32), nullable=False),
         sa.Column("name", sa.String(length=200), nullable=False),
@@ -65,6 +86,30 @@ def upgrade() -> None:
         sa.Column("created_at", acr.db.models.UTCDateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("slug"),
+    )
+    op.create_table(
+        "accounts",
+        sa.Column("id", sa.String(length=64), nullable=False),
+        sa.Column("organisation_id", sa.String(length=32), nullable=True),
+        sa.Column("business_name", sa.String(length=200), nullable=False),
+        sa.Column("email", sa.String(length=320), nullable=True),
+        sa.Column("country", sa.String(length=2), nullable=False),
+        sa.Column("default_currency", sa.String(length=3), nullable=False),
+        sa.Column("payouts_enabled", sa.Boolean(), nullable=False),
+        sa.Column("payout_interval", sa.String(length=8), nullable=False),
+        sa.Column("payout_delay_days", sa.Integer(), nullable=False),
+        sa.Column("payout_weekly_anchor", sa.String(length=9), nullable=True),
+        sa.Column("payout_monthly_anchor", sa.Integer(), nullable=True),
+        sa.Column("hold_in_platform", sa.Boolean(), nullable=False),
+        sa.Column("stripe_account_id", sa.String(length=64), nullable=True),
+        sa.Column("metadata", sa.JSON(), nullable=False),
+        sa.Column("created_at", acr.db.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", acr.db.models.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["organisation_id"],
+            ["organisations.id"],
+        ),
+        sa.PrimaryKeyConstraint("id"),
     )
     op.create_table(
         "api_keys",
@@ -176,6 +221,25 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "ledger_entries",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("transaction_id", sa.String(length=32), nullable=False),
+        sa.Column("book", sa.String(length=100), nullable=False),
+        sa.Column("currency", sa.String(length=3), nullable=False),
+        sa.Column("amount", sa.BigInteger(), nullable=False),
+        sa.Column("available_on", acr.db.models.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["transaction_id"],
+            ["ledger_transactions.id"],
+        ),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("ledger_entries", schema=None) as batch_op:
+        batch_op.create_index(
+            "ledger_entries_book", ["book", "currency", "available_on"], unique=False
+        )
+
+    op.create_table(
         "engagements",
         sa.Column("id", sa.String(length=32), nullable=False),
         sa.Column("campaign_id", sa.String(length=32), nullable=False),
@@ -221,6 +285,35 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "external_accounts",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("account_id", sa.String(length=64), nullable=False),
+        sa.Column("object", sa.String(length=16), nullable=False),
+        sa.Column("last4", sa.String(length=4), nullable=False),
+        sa.Column("fingerprint", sa.String(length=64), nullable=False),
+        sa.Column("bank_name", sa.String(length=100), nullable=True),
+        sa.Column("brand", sa.String(length=32), nullable=True),
+        sa.Column("account_holder_name", sa.String(length=200), nullable=True),
+        sa.Column("country", sa.String(length=2), nullable=False),
+        sa.Column("currency", sa.String(length=3), nullable=False),
+        sa.Column("default_for_currency", sa.Boolean(), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("available_payout_methods", sa.JSON(), nullable=False),
+        sa.Column("rail_data", sa.JSON(), nullable=False),
+        sa.Column("metadata", sa.JSON(), nullable=False),
+        sa.Column("created_at", acr.db.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", acr.db.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("deleted_at", acr.db.models.UTCDateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["account_id"],
+            ["accounts.id"],
+        ),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("external_accounts", schema=None) as batch_op:
+        batch_op.create_index("external_accounts_account", ["account_id", "currency"], unique=False)
+
+    op.create_table(
         "triggers",
         sa.Column("id", sa.String(length=32), nullable=False),
         sa.Column("campaign_id", sa.String(length=32), nullable=False),
@@ -238,21 +331,75 @@ def upgrade() -> None:
     with op.batch_alter_table("triggers", schema=None) as batch_op:
         batch_op.create_index("triggers_content", ["content_id"], unique=False)
 
+    op.create_table(
+        "payouts",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("account_id", sa.String(length=64), nullable=False),
+        sa.Column("destination", sa.String(length=32), nullable=False),
+        sa.Column("amount", sa.BigInteger(), nullable=False),
+        sa.Column("fee", sa.BigInteger(), nullable=False),
+        sa.Column("currency", sa.String(length=3), nullable=False),
+        sa.Column("method", sa.String(length=8), nullable=False),
+        sa.Column("automatic", sa.Boolean(), nullable=False),
+        sa.Column("automatic_for", sa.String(length=10), nullable=True),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("arrival_date", acr.db.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("failure_code", sa.String(length=64), nullable=True),
+        sa.Column("failure_message", sa.String(length=500), nullable=True),
+        sa.Column("balance_transaction_id", sa.String(length=32), nullable=True),
+        sa.Column("failure_balance_transaction_id", sa.String(length=32), nullable=True),
+        sa.Column("rail", sa.String(length=16), nullable=False),
+        sa.Column("rail_state", sa.String(length=16), nullable=False),
+        sa.Column("rail_ref", sa.String(length=64), nullable=True),
+        sa.Column("description", sa.String(length=500), nullable=True),
+        sa.Column("metadata", sa.JSON(), nullable=False),
+        sa.Column("created_at", acr.db.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", acr.db.models.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["account_id"],
+            ["accounts.id"],
+        ),
+        sa.ForeignKeyConstraint(
+            ["destination"],
+            ["external_accounts.id"],
+        ),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint(
+            "account_id", "currency", "automatic_for", name="payouts_automatic_once"
+        ),
+    )
+    with op.batch_alter_table("payouts", schema=None) as batch_op:
+        batch_op.create_index("payouts_account_created", ["account_id", "created_at"], unique=False)
+        batch_op.create_index("payouts_status", ["status"], unique=False)
+
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table("payouts", schema=None) as batch_op:
+        batch_op.drop_index("payouts_status")
+        batch_op.drop_index("payouts_account_created")
+
+    op.drop_table("payouts")
     with op.batch_alter_table("triggers", schema=None) as batch_op:
         batch_op.drop_index("triggers_content")
 
     op.drop_table("triggers")
+    with op.batch_alter_table("external_accounts", schema=None) as batch_op:
+        batch_op.drop_index("external_accounts_account")
+
+    op.drop_table("external_accounts")
     with op.batch_alter_table("engagements", schema=None) as batch_op:
         batch_op.drop_index("engagements_org_time")
         batch_op.drop_index("engagements_campaign_viewer_time")
         batch_op.drop_index("engagements_campaign_time")
 
     op.drop_table("engagements")
+    with op.batch_alter_table("ledger_entries", schema=None) as batch_op:
+        batch_op.drop_index("ledger_entries_book")
+
+    op.drop_table("ledger_entries")
     with op.batch_alter_table("content", schema=None) as batch_op:
         batch_op.drop_index(
             "content_to_unindex",
@@ -278,7 +425,12 @@ def downgrade() -> None:
 
     op.drop_table("campaigns")
     op.drop_table("api_keys")
+    op.drop_table("accounts")
     op.drop_table("organisations")
+    with op.batch_alter_table("ledger_transactions", schema=None) as batch_op:
+        batch_op.drop_index("ledger_transactions_account_created")
+
+    op.drop_table("ledger_transactions")
     op.drop_table("idempotency_records")
     with op.batch_alter_table("events", schema=None) as batch_op:
         batch_op.drop_index("events_type_created")

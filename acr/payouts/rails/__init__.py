@@ -1,0 +1,1 @@
+"""Payout rails: how money leaves for a bank account or a card."""
