@@ -230,43 +230,60 @@ def _identify_and_serve(
         found, content = _first_live(services, candidates)
         reason = None if found else "no_match"
 
-    served: list[ServedCampaign] = []
-    with write_session(services.sessions) as session:
-        if found is not None and content is not None and max_campaigns > 0:
-            moment = Moment(
-                content_id=content.id,
-                offset_s=found.offset_s,
-                confidence=found.confidence,
-                viewer_hash=viewer.hash,
-                app_id=viewer.app_id,
-                country=viewer.country,
-                platform=viewer.platform,
-            )
-            served = serve(session, moment, limit=max_campaigns, now=utcnow())
-        body: dict[str, Any] = jsonable_encoder(
-            MatchResponse(
-                matched=found is not None,
-                match=_matched(found, content) if found and content else None,
-                no_match_reason=reason,
-                campaigns=[
-                    ServedCampaignView(
-                        id=s.campaign_id,
-                        name=s.name,
-                        advertiser=s.advertiser,
-                        trigger_id=s.trigger_id,
-                        engagement_id=s.engagement_id,
-                        payload=s.payload,
-                    )
-                    for s in served
-                ],
-                query_duration_s=round(query_duration_s, 3),
-                elapsed_ms=round((time.perf_counter() - started) * 1000, 2),
-            )
+    moment = (
+        Moment(
+            content_id=content.id,
+            offset_s=found.offset_s,
+            confidence=found.confidence,
+            viewer_hash=viewer.hash,
+            app_id=viewer.app_id,
+            country=viewer.country,
+            platform=viewer.platform,
         )
+        if found is not None and content is not None and max_campaigns > 0
+        else None
+    )
+    if moment is None and idempotency_key is None:
+        # Nothing to record: no write transaction, which on SQLite would take the write lock.
+        return _body(found, content, reason, [], query_duration_s, started)
+    with write_session(services.sessions) as session:
+        served = serve(session, moment, limit=max_campaigns, now=utcnow()) if moment else []
+        body = _body(found, content, reason, served, query_duration_s, started)
         if idempotency_key is not None:
             principal, key = idempotency_key
             idempotency.complete(session, principal=principal, key=key, status_code=200, body=body)
         session.commit()
+    return body
+
+
+def _body(
+    found: Match | None,
+    content: Content | None,
+    reason: NoMatchReason | None,
+    served: list[ServedCampaign],
+    query_duration_s: float,
+    started: float,
+) -> dict[str, Any]:
+    body: dict[str, Any] = jsonable_encoder(
+        MatchResponse(
+            matched=found is not None,
+            match=_matched(found, content) if found and content else None,
+            no_match_reason=reason,
+            campaigns=[
+                ServedCampaignView(
+                    id=s.campaign_id,
+                    name=s.name,
+                    advertiser=s.advertiser,
+                    trigger_id=s.trigger_id,
+                    engagement_id=s.engagement_id,
+                    payload=s.payload,
+                )
+                for s in served
+            ],
+            query_duration_s=round(query_duration_s, 3),
+            elapsed_ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+    )
     return body
 
 
