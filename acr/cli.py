@@ -604,7 +604,7 @@ register(
 
 # -- entry points -----------------------------------------------------------------------------
 
-PLUGINS = ("api.cli",)
+PLUGINS = ("api.cli", "api.payouts_cli")
 """Modules that register more subcommands (the HTTP service's ``serve`` and ``keys``)."""
 
 

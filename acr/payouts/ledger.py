@@ -217,13 +217,13 @@ def verify(session: Session) -> list[str]:
         .group_by(LedgerEntry.transaction_id, LedgerEntry.currency)
         .having(func.sum(LedgerEntry.amount) != 0)
     ).all()
-    problems += [f"transaction {t} does not balance in {c}: {s:+d}" for t, c, s in unbalanced]
+    problems += [f"transaction {t} does not balance in {c}: {int(s):+d}" for t, c, s in unbalanced]
     totals = session.execute(
         select(LedgerEntry.currency, func.sum(LedgerEntry.amount))
         .group_by(LedgerEntry.currency)
         .having(func.sum(LedgerEntry.amount) != 0)
     ).all()
-    problems += [f"entries in {c} sum to {s:+d}, not zero" for c, s in totals]
+    problems += [f"entries in {c} sum to {int(s):+d}, not zero" for c, s in totals]
     on_account = (
         select(
             LedgerTransaction.id,
