@@ -73,7 +73,7 @@ def _keys(settings: Settings, factory: Any) -> dict[str, str]:
                 return kept
             except AuthError:
                 pass  # the database was replaced: issue new ones
-    with factory() as session:
+    with write_session(factory) as session:
         keys = {
             "admin": create_key(session, Role.ADMIN, name="demo admin").secret,
             "campaign_manager": create_key(

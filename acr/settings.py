@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 
-from pydantic import Field, model_validator
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -54,7 +54,31 @@ class Settings(BaseSettings):
     scheduler_interval_s: float = Field(default=30.0, gt=0)
     """How often schedules are applied (campaign start/end)."""
     indexer_poll_s: float = Field(default=1.0, gt=0)
+    instant_payout_fee_bps: int = Field(default=150, ge=0, le=10_000)
+    """Fee of an instant payout, in basis points of its amount (Stripe's is 1.5 %)."""
+    instant_payout_fee_min: int = Field(default=50, ge=0)
+    """Least fee of an instant payout, in minor units of its currency."""
     log_level: str = "INFO"
+
+    payout_rail: str = "simulated"
+    """Where payouts are sent: ``simulated`` (the built-in bank) or ``stripe``."""
+    stripe_api_key: str = Field(
+        default="",
+        validation_alias=AliasChoices("stripe_api_key", "ACR_STRIPE_API_KEY", "STRIPE_API_KEY"),
+    )
+    """Secret key of the platform's Stripe account (``sk_…``), for the Stripe rail."""
+    stripe_webhook_secret: str = Field(
+        default="",
+        validation_alias=AliasChoices(
+            "stripe_webhook_secret", "ACR_STRIPE_WEBHOOK_SECRET", "STRIPE_WEBHOOK_SECRET"
+        ),
+    )
+    """Signing secret (``whsec_…``) of the webhook endpoint Stripe posts to."""
+    stripe_api_base: str = Field(
+        default="",
+        validation_alias=AliasChoices("stripe_api_base", "ACR_STRIPE_API_BASE", "STRIPE_API_BASE"),
+    )
+    """Another Stripe API address (a local test server); empty means Stripe's own."""
 
     @model_validator(mode="after")
     def _fill_paths(self) -> Settings:

@@ -10,10 +10,23 @@ from fastapi import FastAPI
 from acr import __version__
 from acr.campaigns import apply_schedules
 from acr.library import ContentIndexer, sync_from_index
+from acr.payouts.scheduler import payouts_task
 from acr.periodic import PeriodicTask
 from acr.settings import Settings
+from acr.webhooks.delivery import WebhookWorker
 from api import limits, observability, problems
-from api.routers import campaigns, content, health, keys, match
+from api.routers import (
+    accounts,
+    campaigns,
+    content,
+    events,
+    health,
+    keys,
+    match,
+    payouts,
+    stripe_webhooks,
+    webhooks,
+)
 from api.services import Services, build_services
 
 DESCRIPTION = """\
@@ -24,6 +37,10 @@ that moment. Campaign managers run campaigns on the content library.
 Authenticate with an API key: `Authorization: Bearer acr_…`. Errors are
 `application/problem+json` (RFC 9457).
 """
+
+
+WEBHOOK_POLL_S = 1.0
+"""How often new events are fanned out to webhook endpoints and due deliveries sent."""
 
 
 def create_app(services: Services | None = None, *, background: bool = True) -> FastAPI:
@@ -58,7 +75,18 @@ def create_app(services: Services | None = None, *, background: bool = True) -> 
     )
     app.state.services = services
     problems.install(app)
-    for router in (health.router, match.router, content.router, campaigns.router, keys.router):
+    for router in (
+        health.router,
+        match.router,
+        content.router,
+        campaigns.router,
+        accounts.router,
+        payouts.router,
+        events.router,
+        webhooks.router,
+        stripe_webhooks.router,
+        keys.router,
+    ):
         app.include_router(router)
     limits.install(app, services.settings)
     observability.install(app)  # last: the outermost middleware sees every request
@@ -66,19 +94,24 @@ def create_app(services: Services | None = None, *, background: bool = True) -> 
 
 
 def start_background(app: FastAPI, services: Services) -> Callable[[], None]:
-    """Start indexing uploads and applying campaign schedules; return what stops them.
+    """Start the service's background work; return what stops it.
 
-    Every server process runs both. Only the one holding the index's writer lock
-    indexes; the schedule's transitions are idempotent, so several ticking is harmless.
+    Every server process runs every task: only the one holding the index's writer
+    lock indexes uploads; campaign schedules, revenue accrual, payouts and webhook
+    deliveries are each safe to run in several processes at once (row locks,
+    unique constraints, claimed attempts).
     """
     settings = services.settings
     sync_from_index(services.sessions, settings.index_path)
     indexer = ContentIndexer(services.sessions, settings)
+    hooks = WebhookWorker(services.sessions)
     tasks = [
         PeriodicTask("indexer", indexer.tick, settings.indexer_poll_s).start(),
         PeriodicTask(
             "schedule", lambda: apply_schedules(services.sessions), settings.scheduler_interval_s
         ).start(),
+        payouts_task(services).start(),
+        PeriodicTask("webhooks", hooks.tick, WEBHOOK_POLL_S).start(),
     ]
     app.state.wake_indexer = tasks[0].wake
 
@@ -86,5 +119,6 @@ def start_background(app: FastAPI, services: Services) -> Callable[[], None]:
         for task in tasks:
             task.stop()
         indexer.close()
+        hooks.close()
 
     return stop

@@ -99,13 +99,13 @@ def _run_keys(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
     from acr.db.models import ApiKey
-    from acr.db.session import make_engine, session_factory
+    from acr.db.session import make_engine, session_factory, write_session
 
     settings = Settings()
     prepare(settings)
     engine = make_engine(settings.database_url)
     try:
-        with session_factory(engine)() as session:
+        with write_session(session_factory(engine)) as session:
             if args.action == "create":
                 try:
                     created = create_key(

@@ -176,9 +176,10 @@ class Keys:
 @pytest.fixture
 def keys(services: Services) -> Keys:
     from acr.auth import Role, create_key
+    from acr.db.session import write_session
 
     def bearer(role: Role, **scope: str) -> dict[str, str]:
-        with services.sessions() as session:
+        with write_session(services.sessions) as session:
             created = create_key(session, role, **scope)
             session.commit()
         return {"Authorization": f"Bearer {created.secret}"}

@@ -430,3 +430,146 @@ class Payout(Base):
     extra: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class SimulatedTransfer(Base):
+    """A payout as the built-in simulated bank rail sees it (its own state, kept across restarts).
+
+    Its whole course is decided when it is submitted, from the destination's
+    test behaviour: ``outcome`` at ``arrival_at`` (``paid`` or a failure code),
+    and optionally a later failure of a paid transfer (``fail_later_code`` at
+    ``fail_later_at``). ``acknowledged`` counts the steps the payouts module has
+    applied, so a step is reported again until it has been.
+    """
+
+    __tablename__ = "simulated_transfers"
+
+    payout_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    """Submission is idempotent by payout: this key makes a second submit find the first."""
+    reference: Mapped[str] = mapped_column(String(64), unique=True)
+    account_id: Mapped[str] = mapped_column(String(64))
+    destination_id: Mapped[str] = mapped_column(String(32))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    method: Mapped[str] = mapped_column(String(8))
+    submitted_at: Mapped[datetime] = mapped_column()
+    arrival_at: Mapped[datetime] = mapped_column()
+    outcome: Mapped[str] = mapped_column(String(64), default="paid")
+    fail_later_code: Mapped[str | None] = mapped_column(String(64), default=None)
+    fail_later_at: Mapped[datetime | None] = mapped_column(default=None)
+    canceled_at: Mapped[datetime | None] = mapped_column(default=None)
+    acknowledged: Mapped[int] = mapped_column(Integer, default=0)
+    finished: Mapped[bool] = mapped_column(default=False)
+    """Every step reported and acknowledged: polls no longer look at it."""
+
+
+# -- webhooks: endpoints that receive events, and the persistent queue of deliveries -------------
+
+
+class WebhookEndpoint(Base):
+    """A URL that receives the events it subscribes to, signed with its secret.
+
+    ``organisation_id`` None (an admin's endpoint) receives every organisation's
+    events; otherwise only that organisation's. The secret must be kept to sign
+    deliveries, so it is stored (it is shown to the API only once, at creation).
+    """
+
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = (Index("webhook_endpoints_org_created", "organisation_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("we"))
+    organisation_id: Mapped[str | None] = mapped_column(ForeignKey("organisations.id"))
+    url: Mapped[str] = mapped_column(String(2048))
+    description: Mapped[str | None] = mapped_column(String(500), default=None)
+    enabled_events: Mapped[list[str]] = mapped_column(JSON, default=list)
+    """Event types, ``group.*`` prefixes, or ``*`` for all."""
+    status: Mapped[str] = mapped_column(String(16), default="enabled")
+    """enabled | disabled: a disabled endpoint gets no new deliveries and its retries pause."""
+    secret: Mapped[str] = mapped_column(String(100))
+    previous_secret: Mapped[str | None] = mapped_column(String(100), default=None)
+    """After a secret roll, also signed with until ``previous_secret_expires_at``."""
+    previous_secret_expires_at: Mapped[datetime | None] = mapped_column(default=None)
+    api_version: Mapped[str] = mapped_column(String(32))
+    extra: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class WebhookDelivery(Base):
+    """One event owed to one endpoint: a row of the persistent send queue.
+
+    ``(endpoint_id, event_id)`` is unique, so an event is queued once per endpoint
+    however many processes fan out. ``attempts`` doubles as the claim's version: a
+    worker owns attempt *n* only if it moved ``attempts`` from *n - 1* to *n*.
+    """
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("endpoint_id", "event_id", name="webhook_deliveries_once"),
+        Index("webhook_deliveries_endpoint_created", "endpoint_id", "created_at"),
+        Index(
+            "webhook_deliveries_due",
+            "next_attempt_at",
+            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending'"),
+        ),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("whd"))
+    endpoint_id: Mapped[str] = mapped_column(ForeignKey("webhook_endpoints.id"))
+    event_id: Mapped[str] = mapped_column(ForeignKey("events.id"))
+    event_type: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    """pending (queued, or being sent) | succeeded | failed (gave up) | canceled."""
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(default=None)
+    """When a pending delivery is due; while an attempt is in flight, when its lease ends."""
+    last_status_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    last_error: Mapped[str | None] = mapped_column(String(500), default=None)
+    delivered_at: Mapped[datetime | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    attempt_log: Mapped[list[WebhookAttempt]] = relationship(
+        back_populates="delivery", order_by="WebhookAttempt.number"
+    )
+
+
+class WebhookAttempt(Base):
+    """One POST of a delivery: the delivery log."""
+
+    __tablename__ = "webhook_attempts"
+    __table_args__ = (UniqueConstraint("delivery_id", "number", name="webhook_attempts_number"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[str] = mapped_column(ForeignKey("webhook_deliveries.id"))
+    number: Mapped[int] = mapped_column(Integer)
+    attempted_at: Mapped[datetime] = mapped_column(default=utcnow)
+    status_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    """The endpoint's HTTP status; None when no answer came (refused, timed out)."""
+    error: Mapped[str | None] = mapped_column(String(500), default=None)
+    response_excerpt: Mapped[str | None] = mapped_column(String(1000), default=None)
+    duration_ms: Mapped[int] = mapped_column(Integer, default=0)
+
+    delivery: Mapped[WebhookDelivery] = relationship(back_populates="attempt_log")
+
+
+class WebhookCursor(Base):
+    """How far the fan-out has read the event stream (one row, locked while fanning out)."""
+
+    __tablename__ = "webhook_cursors"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    position: Mapped[datetime] = mapped_column()
+    """Newest ``created_at`` fanned out; events up to a grace period older are re-checked."""
+
+
+class WebhookFanout(Base):
+    """An event already fanned out (kept only while inside the cursor's grace period)."""
+
+    __tablename__ = "webhook_fanouts"
+    __table_args__ = (Index("webhook_fanouts_created", "event_created_at"),)
+
+    event_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    event_created_at: Mapped[datetime] = mapped_column()

@@ -11,7 +11,8 @@ from sqlalchemy import select
 
 from acr.auth import KeyScopeError, Role, create_key, revoke_key
 from acr.db.models import ApiKey
-from api.deps import AdminDep, SessionDep
+from acr.db.session import write_session
+from api.deps import AdminDep, ServicesDep, SessionDep
 from api.problems import Problem, not_found, responses
 
 router = APIRouter(prefix="/v1/keys", tags=["keys"], responses=responses(401, 403))
@@ -53,18 +54,23 @@ def _view(row: ApiKey) -> KeyView:
 
 
 @router.post("", status_code=201, responses=responses(422))
-def create(body: KeyCreate, _admin: AdminDep, session: SessionDep) -> CreatedKeyView:
+def create(body: KeyCreate, _admin: AdminDep, services: ServicesDep) -> CreatedKeyView:
     """Issue a key; its secret is in this response and nowhere else, ever."""
-    try:
-        created = create_key(
-            session, Role(body.role), organisation=body.organisation, app=body.app, name=body.name
-        )
-    except KeyScopeError as error:
-        raise Problem(422, "invalid_scope", str(error)) from None
-    session.commit()
-    row = session.get(ApiKey, created.key_id)
-    assert row is not None
-    return CreatedKeyView(**_view(row).model_dump(), secret=created.secret)
+    with write_session(services.sessions) as session:
+        try:
+            created = create_key(
+                session,
+                Role(body.role),
+                organisation=body.organisation,
+                app=body.app,
+                name=body.name,
+            )
+        except KeyScopeError as error:
+            raise Problem(422, "invalid_scope", str(error)) from None
+        session.commit()
+        row = session.get(ApiKey, created.key_id)
+        assert row is not None
+        return CreatedKeyView(**_view(row).model_dump(), secret=created.secret)
 
 
 @router.get("")
@@ -75,11 +81,12 @@ def list_keys(_admin: AdminDep, session: SessionDep) -> list[KeyView]:
 
 
 @router.delete("/{key_id}", responses=responses(404))
-def revoke(key_id: str, _admin: AdminDep, session: SessionDep) -> KeyView:
+def revoke(key_id: str, _admin: AdminDep, services: ServicesDep) -> KeyView:
     """Revoke a key: it stops working at once."""
-    if not revoke_key(session, key_id):
-        raise not_found("live key", key_id)
-    session.commit()
-    row = session.get(ApiKey, key_id)
-    assert row is not None
-    return _view(row)
+    with write_session(services.sessions) as session:
+        if not revoke_key(session, key_id):
+            raise not_found("live key", key_id)
+        session.commit()
+        row = session.get(ApiKey, key_id)
+        assert row is not None
+        return _view(row)

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-26 10:03:48.797976
+Create Date: 2026-11-26 10:18:09.345782
 """
 
 from __future__ import annotations
@@ -87,6 +87,41 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("slug"),
     )
+    op.create_table(
+        "simulated_transfers",
+        sa.Column("payout_id", sa.String(length=32), nullable=False),
+        sa.Column("reference", sa.String(length=64), nullable=False),
+        sa.Column("account_id", sa.String(length=64), nullable=False),
+        sa.Column("destination_id", sa.String(length=32), nullable=False),
+        sa.Column("amount", sa.BigInteger(), nullable=False),
+        sa.Column("currency", sa.String(length=3), nullable=False),
+        sa.Column("method", sa.String(length=8), nullable=False),
+        sa.Column("submitted_at", acr.db.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("arrival_at", acr.db.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("outcome", sa.String(length=64), nullable=False),
+        sa.Column("fail_later_code", sa.String(length=64), nullable=True),
+        sa.Column("fail_later_at", acr.db.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("canceled_at", acr.db.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("acknowledged", sa.Integer(), nullable=False),
+        sa.Column("finished", sa.Boolean(), nullable=False),
+        sa.PrimaryKeyConstraint("payout_id"),
+        sa.UniqueConstraint("reference"),
+    )
+    op.create_table(
+        "webhook_cursors",
+        sa.Column("name", sa.String(length=32), nullable=False),
+        sa.Column("position", acr.db.models.UTCDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("name"),
+    )
+    op.create_table(
+        "webhook_fanouts",
+        sa.Column("event_id", sa.String(length=32), nullable=False),
+        sa.Column("event_created_at", acr.db.models.UTCDateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("event_id"),
+    )
+    with op.batch_alter_table("webhook_fanouts", schema=None) as batch_op:
+        batch_op.create_index("webhook_fanouts_created", ["event_created_at"], unique=False)
+
     op.create_table(
         "accounts",
         sa.Column("id", sa.String(length=64), nullable=False),
@@ -240,6 +275,35 @@ def upgrade() -> None:
         )
 
     op.create_table(
+        "webhook_endpoints",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("organisation_id", sa.String(length=32), nullable=True),
+        sa.Column("url", sa.String(length=2048), nullable=False),
+        sa.Column("description", sa.String(length=500), nullable=True),
+        sa.Column("enabled_events", sa.JSON(), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("secret", sa.String(length=100), nullable=False),
+        sa.Column("previous_secret", sa.String(length=100), nullable=True),
+        sa.Column(
+            "previous_secret_expires_at", acr.db.models.UTCDateTime(timezone=True), nullable=True
+        ),
+        sa.Column("api_version", sa.String(length=32), nullable=False),
+        sa.Column("metadata", sa.JSON(), nullable=False),
+        sa.Column("created_at", acr.db.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", acr.db.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("deleted_at", acr.db.models.UTCDateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["organisation_id"],
+            ["organisations.id"],
+        ),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("webhook_endpoints", schema=None) as batch_op:
+        batch_op.create_index(
+            "webhook_endpoints_org_created", ["organisation_id", "created_at"], unique=False
+        )
+
+    op.create_table(
         "engagements",
         sa.Column("id", sa.String(length=32), nullable=False),
         sa.Column("campaign_id", sa.String(length=32), nullable=False),
@@ -332,6 +396,43 @@ def upgrade() -> None:
         batch_op.create_index("triggers_content", ["content_id"], unique=False)
 
     op.create_table(
+        "webhook_deliveries",
+        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("endpoint_id", sa.String(length=32), nullable=False),
+        sa.Column("event_id", sa.String(length=32), nullable=False),
+        sa.Column("event_type", sa.String(length=64), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("next_attempt_at", acr.db.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("last_status_code", sa.Integer(), nullable=True),
+        sa.Column("last_error", sa.String(length=500), nullable=True),
+        sa.Column("delivered_at", acr.db.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("created_at", acr.db.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", acr.db.models.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["endpoint_id"],
+            ["webhook_endpoints.id"],
+        ),
+        sa.ForeignKeyConstraint(
+            ["event_id"],
+            ["events.id"],
+        ),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("endpoint_id", "event_id", name="webhook_deliveries_once"),
+    )
+    with op.batch_alter_table("webhook_deliveries", schema=None) as batch_op:
+        batch_op.create_index(
+            "webhook_deliveries_due",
+            ["next_attempt_at"],
+            unique=False,
+            sqlite_where=sa.text("status = 'pending'"),
+            postgresql_where=sa.text("status = 'pending'"),
+        )
+        batch_op.create_index(
+            "webhook_deliveries_endpoint_created", ["endpoint_id", "created_at"], unique=False
+        )
+
+    op.create_table(
         "payouts",
         sa.Column("id", sa.String(length=32), nullable=False),
         sa.Column("account_id", sa.String(length=64), nullable=False),
@@ -372,16 +473,43 @@ def upgrade() -> None:
         batch_op.create_index("payouts_account_created", ["account_id", "created_at"], unique=False)
         batch_op.create_index("payouts_status", ["status"], unique=False)
 
+    op.create_table(
+        "webhook_attempts",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("delivery_id", sa.String(length=32), nullable=False),
+        sa.Column("number", sa.Integer(), nullable=False),
+        sa.Column("attempted_at", acr.db.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("status_code", sa.Integer(), nullable=True),
+        sa.Column("error", sa.String(length=500), nullable=True),
+        sa.Column("response_excerpt", sa.String(length=1000), nullable=True),
+        sa.Column("duration_ms", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["delivery_id"],
+            ["webhook_deliveries.id"],
+        ),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("delivery_id", "number", name="webhook_attempts_number"),
+    )
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    op.drop_table("webhook_attempts")
     with op.batch_alter_table("payouts", schema=None) as batch_op:
         batch_op.drop_index("payouts_status")
         batch_op.drop_index("payouts_account_created")
 
     op.drop_table("payouts")
+    with op.batch_alter_table("webhook_deliveries", schema=None) as batch_op:
+        batch_op.drop_index("webhook_deliveries_endpoint_created")
+        batch_op.drop_index(
+            "webhook_deliveries_due",
+            sqlite_where=sa.text("status = 'pending'"),
+            postgresql_where=sa.text("status = 'pending'"),
+        )
+
+    op.drop_table("webhook_deliveries")
     with op.batch_alter_table("triggers", schema=None) as batch_op:
         batch_op.drop_index("triggers_content")
 
@@ -396,6 +524,10 @@ def downgrade() -> None:
         batch_op.drop_index("engagements_campaign_time")
 
     op.drop_table("engagements")
+    with op.batch_alter_table("webhook_endpoints", schema=None) as batch_op:
+        batch_op.drop_index("webhook_endpoints_org_created")
+
+    op.drop_table("webhook_endpoints")
     with op.batch_alter_table("ledger_entries", schema=None) as batch_op:
         batch_op.drop_index("ledger_entries_book")
 
@@ -426,6 +558,12 @@ def downgrade() -> None:
     op.drop_table("campaigns")
     op.drop_table("api_keys")
     op.drop_table("accounts")
+    with op.batch_alter_table("webhook_fanouts", schema=None) as batch_op:
+        batch_op.drop_index("webhook_fanouts_created")
+
+    op.drop_table("webhook_fanouts")
+    op.drop_table("webhook_cursors")
+    op.drop_table("simulated_transfers")
     op.drop_table("organisations")
     with op.batch_alter_table("ledger_transactions", schema=None) as batch_op:
         batch_op.drop_index("ledger_transactions_account_created")
