@@ -13,17 +13,29 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from acr.auth import AuthError, Role, authenticate, create_key
 from acr.campaigns.changes import record_created
-from acr.db.models import Campaign, Content, Organisation, Trigger
+from acr.db.models import Account, Campaign, Content, Organisation, Trigger
 from acr.db.session import make_engine, session_factory, write_session
 from acr.demo import build_demo
 from acr.library import ContentIndexer
 from acr.library.imports import hash_planned, manifest_imports, register_planned
+from acr.payouts.accounts import AccountFields, create_account
+from acr.payouts.external_accounts import BankAccountDetails, create_external_account
 from acr.settings import Settings
 
 ORGANISATION = "demo-brand"
+OWNERS = {
+    "acct_northwind": "Northwind Broadcasting",
+    "acct_bluefin": "Bluefin Studios",
+    "acct_fizz": "Fizz Soda Ltd",
+    "acct_roadster": "Roadster Motors",
+}
+"""The demo manifest's owners, and the connected accounts they become."""
+DEMO_BANK = BankAccountDetails("US", "usd", "000123456789", "110000000")
+"""The simulated bank pays this (Stripe's test) account number."""
 APP = "demo-tv"
 KEYS_FILE = "demo-keys.json"
 
@@ -59,6 +71,32 @@ def _campaigns(titles: dict[str, str], organisation_id: str) -> list[Campaign]:
     )
     soda.triggers.append(Trigger(content_id=titles["Fizz Soda — summer spot"]))
     return [crew, soda]
+
+
+def _connect_owners(session: Session, contents: list[Content], secret: bytes) -> int:
+    """A connected account with a bank account for each owner in the manifest.
+
+    The manifest names owners by label; their contents are pointed at the real
+    accounts, which are found again by name when the demo restarts.
+    """
+    accounts = {
+        account.business_name: account
+        for account in session.scalars(
+            select(Account).where(Account.business_name.in_(OWNERS.values()))
+        )
+    }
+    for name in OWNERS.values():
+        if name not in accounts:
+            account = create_account(session, None, AccountFields(country="US", business_name=name))
+            create_external_account(
+                session, account, DEMO_BANK, secret=secret, default_for_currency=True
+            )
+            accounts[name] = account
+    for content in contents:
+        label = content.owner_account_id or ""
+        if label in OWNERS:
+            content.owner_account_id = accounts[OWNERS[label]].id
+    return len(accounts)
 
 
 def _keys(settings: Settings, factory: Any) -> dict[str, str]:
@@ -107,6 +145,7 @@ def seed_demo(settings: Settings, *, base_url: str) -> str:
     try:
         with write_session(factory) as session:
             contents = [row for row, _ in register_planned(session, hashed)]
+            owners = _connect_owners(session, contents, settings.viewer_secret())
             session.commit()
         indexer = ContentIndexer(factory, settings)
         try:
@@ -153,7 +192,8 @@ def seed_demo(settings: Settings, *, base_url: str) -> str:
     return "\n".join(
         [
             f"Demo ready ({datetime.now().astimezone():%Y-%m-%d %H:%M %Z}): "
-            f"{len(states)} contents indexed from {manifest}",
+            f"{len(states)} contents indexed from {manifest}; their revenue goes to "
+            f"{owners} connected accounts (GET /v1/accounts with the admin key)",
             f"API keys (kept in {settings.data_dir / KEYS_FILE}):",
             *(f"  {role:<17} {secret}" for role, secret in keys.items()),
             f"Service: {base_url}  (interactive OpenAPI docs at {base_url}/docs)",

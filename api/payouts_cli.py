@@ -15,10 +15,8 @@ for cron, when ``acr serve`` does not run the payouts task.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
-from typing import Any
 
 from acr.cli import EXIT_FAILED, EXIT_OK, Command, register
 from acr.settings import Settings
@@ -74,14 +72,9 @@ def _verify(settings: Settings, as_json: bool) -> int:
 
 
 def _run_pass(settings: Settings, as_json: bool) -> int:
-    try:
-        # Imported when asked for, so that `verify` works without the payouts machinery.
-        scheduler = importlib.import_module("acr.payouts.scheduler")
-    except ImportError as error:
-        print(f"acr: error: the payouts scheduler is not available ({error})", file=sys.stderr)
-        return EXIT_FAILED
-    summary: Any = scheduler.run_once(settings)
-    document = summary.as_dict() if hasattr(summary, "as_dict") else {"summary": repr(summary)}
+    from acr.payouts.scheduler import run_once
+
+    document = run_once(settings).as_dict()
     print(json.dumps(document) if as_json else "\n".join(f"{k}: {v}" for k, v in document.items()))
     return EXIT_OK
 

@@ -127,6 +127,16 @@ def test_demo_prints_a_curl_that_returns_the_campaign(
     assert re.fullmatch(r"[0-9a-f]{32}", response.headers["x-request-id"])
     metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
     assert 'acr_matches_total{outcome="match"} 1.0' in metrics
+    admin = next(line.split()[1] for line in lines if line.startswith("  admin "))
+    accounts = httpx.get(
+        f"http://127.0.0.1:{port}/v1/accounts", headers={"Authorization": f"Bearer {admin}"}
+    ).json()["data"]
+    assert len(accounts) == 4
+    owner = body["match"]["content_id"]
+    content = httpx.get(
+        f"http://127.0.0.1:{port}/v1/content/{owner}", headers={"Authorization": f"Bearer {admin}"}
+    ).json()
+    assert content["owner_account_id"] in {account["id"] for account in accounts}
 
 
 def test_demo_restart_reuses_what_the_first_start_made(
