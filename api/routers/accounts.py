@@ -24,15 +24,13 @@ Choices:
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from acr import idempotency
 from acr.auth import Principal
 from acr.db.models import Account, ExternalAccount, LedgerTransaction, Organisation, Payout, utcnow
 from acr.db.session import write_session
@@ -62,6 +60,7 @@ from acr.payouts.revenue import (
     transfer_held,
 )
 from api.deps import ManagerDep, ServicesDep, SessionDep
+from api.idempotent import IdempotencyKey, IdempotentPost, body_fingerprint, replayed_header
 from api.problems import Problem, not_found, responses
 
 router = APIRouter(prefix="/v1", tags=["accounts"], responses=responses(401, 403))
@@ -623,19 +622,14 @@ def get_balance_transaction(
     "/transfers",
     status_code=201,
     tags=["transfers"],
-    responses={
-        201: {"headers": {"Idempotent-Replayed": {"schema": {"type": "string"}}}},
-        **responses(409, 422),
-    },
+    responses={**replayed_header(201), **responses(409, 422)},
 )
 def create_transfer(
     body: TransferCreate,
     principal: ManagerDep,
     services: ServicesDep,
     response: Response,
-    idempotency_key: Annotated[
-        str | None, Header(min_length=1, max_length=idempotency.MAX_KEY_LENGTH)
-    ] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
     """Move revenue held in the platform's balance to the account's balance (available at once).
 
@@ -643,41 +637,24 @@ def create_transfer(
     ``insufficient_funds`` otherwise). With an ``Idempotency-Key``, a retry
     returns the first answer and moves nothing again.
     """
-    if idempotency_key is not None:
-        try:
-            replay = idempotency.reserve(
-                services.sessions,
-                principal=principal.key_id,
-                key=idempotency_key,
-                method="POST",
-                path="/v1/transfers",
-                request_hash=idempotency.request_fingerprint(
-                    json.dumps(body.model_dump(), sort_keys=True)
-                ),
-            )
-        except idempotency.IdempotencyConflictError as conflict:
-            raise Problem(
-                409,
-                "idempotency_in_progress" if conflict.in_progress else "idempotency_mismatch",
-                str(conflict),
-            ) from None
-        if replay is not None:
-            response.status_code = replay.status_code
-            response.headers["Idempotent-Replayed"] = "true"
-            return replay.body
-    try:
-        return _transfer(body, principal, services.sessions, idempotency_key)
-    except BaseException:
-        if idempotency_key is not None:
-            idempotency.release(services.sessions, principal=principal.key_id, key=idempotency_key)
-        raise
+    post = IdempotentPost(
+        services.sessions,
+        principal.key_id,
+        idempotency_key,
+        "/v1/transfers",
+        body_fingerprint(body),
+    )
+    if (replayed := post.replay(response)) is not None:
+        return replayed
+    with post.released_on_error():
+        return _transfer(body, principal, services.sessions, post)
 
 
 def _transfer(
     body: TransferCreate,
     principal: Principal,
     sessions: sessionmaker[Session],
-    idempotency_key: str | None,
+    post: IdempotentPost,
 ) -> dict[str, Any]:
     with write_session(sessions) as session:
         if _find(session, principal, body.destination, lock=False) is None:
@@ -701,13 +678,6 @@ def _transfer(
         except InsufficientFundsError as error:
             raise Problem(409, "insufficient_funds", str(error)) from None
         document = transfer_document(transaction)
-        if idempotency_key is not None:
-            idempotency.complete(
-                session,
-                principal=principal.key_id,
-                key=idempotency_key,
-                status_code=201,
-                body=document,
-            )
+        post.complete(session, 201, document)
         session.commit()
     return document

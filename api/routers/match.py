@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, File, Form, Header, Response, UploadFile
+from fastapi import APIRouter, File, Form, Response, UploadFile
 from fastapi.encoders import jsonable_encoder
 from pydantic import BaseModel, Field
 from sqlalchemy import select
@@ -21,6 +21,7 @@ from acr.errors import MediaTooShortError, SilentMediaError
 from acr.results import Match
 from acr.signals.base import Fingerprints
 from api.deps import ServicesDep
+from api.idempotent import IdempotencyKey, IdempotentPost, replayed_header
 from api.observability import observe_engagement, observe_match
 from api.problems import Problem, responses
 from api.ratelimiting import RateLimitedViewerAppDep
@@ -92,10 +93,7 @@ def _read(upload: UploadFile, limit: int) -> bytes:
 @router.post(
     "/match",
     response_model=MatchResponse,
-    responses={
-        200: {"headers": {"Idempotent-Replayed": {"schema": {"type": "string"}}}},
-        **responses(400, 401, 403, 409, 413, 415, 422, 429, 503),
-    },
+    responses={**replayed_header(200), **responses(400, 401, 403, 409, 413, 415, 422, 429, 503)},
 )
 def match(
     services: ServicesDep,
@@ -116,9 +114,7 @@ def match(
     ] = None,
     platform: Annotated[str | None, Form(min_length=1, max_length=32)] = None,
     max_campaigns: Annotated[int, Form(ge=0, le=10)] = 3,
-    idempotency_key: Annotated[
-        str | None, Header(min_length=1, max_length=idempotency.MAX_KEY_LENGTH)
-    ] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
     """Identify a sample and serve the campaigns attached to that content at that moment.
 
@@ -152,44 +148,28 @@ def match(
         platform,
         str(max_campaigns),
     )
-    if idempotency_key is not None:
-        try:
-            replay = idempotency.reserve(
-                services.sessions,
-                principal=principal.key_id,
-                key=idempotency_key,
-                method="POST",
-                path="/v1/match",
-                request_hash=request_hash,
-            )
-        except idempotency.IdempotencyConflictError as conflict:
-            raise Problem(
-                409,
-                "idempotency_in_progress" if conflict.in_progress else "idempotency_mismatch",
-                str(conflict),
-            ) from None
-        if replay is not None:
-            response.status_code = replay.status_code
-            response.headers["Idempotent-Replayed"] = "true"
-            return replay.body
+    post = IdempotentPost(
+        services.sessions, principal.key_id, idempotency_key, "/v1/match", request_hash
+    )
+    if (replayed := post.replay(response)) is not None:
+        return replayed
     try:
-        body = _identify_and_serve(
-            services,
-            data,
-            is_media=sample is not None,
-            viewer=Viewer(
-                viewer_hash(services.viewer_secret, principal.app_id, viewer_id),
-                principal.app_id,
-                country,
-                platform,
-            ),
-            max_campaigns=max_campaigns,
-            idempotency_key=(principal.key_id, idempotency_key) if idempotency_key else None,
-        )
+        with post.released_on_error():
+            body = _identify_and_serve(
+                services,
+                data,
+                is_media=sample is not None,
+                viewer=Viewer(
+                    viewer_hash(services.viewer_secret, principal.app_id, viewer_id),
+                    principal.app_id,
+                    country,
+                    platform,
+                ),
+                max_campaigns=max_campaigns,
+                post=post,
+            )
     except BaseException:
         observe_match("error", 0.0)
-        if idempotency_key is not None:
-            idempotency.release(services.sessions, principal=principal.key_id, key=idempotency_key)
         raise
     observe_match("match" if body["matched"] else "no_match", body["elapsed_ms"] / 1000)
     observe_engagement(len(body["campaigns"]))
@@ -203,7 +183,7 @@ def _identify_and_serve(
     is_media: bool,
     viewer: Viewer,
     max_campaigns: int,
-    idempotency_key: tuple[str, str] | None,
+    post: IdempotentPost,
 ) -> dict[str, Any]:
     started = time.perf_counter()
     settings = services.settings
@@ -243,15 +223,13 @@ def _identify_and_serve(
         if found is not None and content is not None and max_campaigns > 0
         else None
     )
-    if moment is None and idempotency_key is None:
+    if moment is None and post.key is None:
         # Nothing to record: no write transaction, which on SQLite would take the write lock.
         return _body(found, content, reason, [], query_duration_s, started)
     with write_session(services.sessions) as session:
         served = serve(session, moment, limit=max_campaigns, now=utcnow()) if moment else []
         body = _body(found, content, reason, served, query_duration_s, started)
-        if idempotency_key is not None:
-            principal, key = idempotency_key
-            idempotency.complete(session, principal=principal, key=key, status_code=200, body=body)
+        post.complete(session, 200, body)
         session.commit()
     return body
 

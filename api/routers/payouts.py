@@ -26,11 +26,10 @@ Choices:
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Query, Response
 from fastapi.encoders import jsonable_encoder
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 from sqlalchemy import ColumnElement, and_, or_, select
@@ -50,17 +49,12 @@ from acr.payouts.payouts import (
     reconciliation,
 )
 from api.deps import ManagerDep, ServicesDep, SessionDep
+from api.idempotent import IdempotencyKey, IdempotentPost, body_fingerprint, replayed_header
 from api.problems import Problem, not_found, responses
-from api.services import Services
 
 router = APIRouter(prefix="/v1/payouts", tags=["payouts"], responses=responses(401, 403))
 
 Status = Literal["pending", "in_transit", "paid", "failed", "canceled"]
-
-
-def _replayed(status: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI: a replayed response says so in a header."""
-    return {status: {"headers": {"Idempotent-Replayed": {"schema": {"type": "string"}}}}}
 
 
 class PayoutCreate(BaseModel):
@@ -186,47 +180,11 @@ def _load(session: Session, principal: Principal, payout_id: str) -> Payout:
     return payout
 
 
-def _idempotent(
-    services: Services,
-    principal: Principal,
-    key: str | None,
-    path: str,
-    request_hash: str,
-    response: Response,
-) -> dict[str, Any] | None:
-    """Reserve ``key``; the stored body to replay, or None to go on (see module notes)."""
-    if key is None:
-        return None
-    try:
-        replay = idempotency.reserve(
-            services.sessions,
-            principal=principal.key_id,
-            key=key,
-            method="POST",
-            path=path,
-            request_hash=request_hash,
-        )
-    except idempotency.IdempotencyConflictError as conflict:
-        raise Problem(
-            409,
-            "idempotency_in_progress" if conflict.in_progress else "idempotency_mismatch",
-            str(conflict),
-        ) from None
-    if replay is None:
-        return None
-    response.status_code = replay.status_code
-    response.headers["Idempotent-Replayed"] = "true"
-    return replay.body
-
-
-IdempotencyKey = Annotated[str | None, Header(min_length=1, max_length=idempotency.MAX_KEY_LENGTH)]
-
-
 @router.post(
     "",
     status_code=201,
     response_model=PayoutView,
-    responses={**_replayed(201), **responses(404, 409, 422)},
+    responses={**replayed_header(201), **responses(404, 409, 422)},
 )
 def create(
     body: PayoutCreate,
@@ -236,47 +194,32 @@ def create(
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
     """Pay out part of an account's balance now (standard, or instant to a debit card)."""
-    request_hash = idempotency.request_fingerprint(
-        json.dumps(body.model_dump(), sort_keys=True, separators=(",", ":"))
+    post = IdempotentPost(
+        services.sessions, principal.key_id, idempotency_key, "/v1/payouts", body_fingerprint(body)
     )
-    replay = _idempotent(
-        services, principal, idempotency_key, "/v1/payouts", request_hash, response
-    )
-    if replay is not None:
-        return replay
-    try:
-        with write_session(services.sessions) as session:
-            _check_account(session, principal, body.account)
-            try:
-                payout = create_payout(
-                    session,
-                    PayoutRequest(
-                        account_id=body.account,
-                        amount=body.amount,  # type: ignore[arg-type] # floats refused inside
-                        currency=body.currency,
-                        destination=body.destination,
-                        method=body.method,
-                        description=body.description,
-                        metadata=body.metadata,
-                    ),
-                    terms=payout_terms(services.settings),
-                )
-            except PayoutError as error:
-                raise _problem(error) from None
-            document: dict[str, Any] = jsonable_encoder(_view(payout))
-            if idempotency_key is not None:
-                idempotency.complete(
-                    session,
-                    principal=principal.key_id,
-                    key=idempotency_key,
-                    status_code=201,
-                    body=document,
-                )
-            session.commit()
-    except BaseException:
-        if idempotency_key is not None:
-            idempotency.release(services.sessions, principal=principal.key_id, key=idempotency_key)
-        raise
+    if (replayed := post.replay(response)) is not None:
+        return replayed
+    with post.released_on_error(), write_session(services.sessions) as session:
+        _check_account(session, principal, body.account)
+        try:
+            payout = create_payout(
+                session,
+                PayoutRequest(
+                    account_id=body.account,
+                    amount=body.amount,  # type: ignore[arg-type] # floats refused inside
+                    currency=body.currency,
+                    destination=body.destination,
+                    method=body.method,
+                    description=body.description,
+                    metadata=body.metadata,
+                ),
+                terms=payout_terms(services.settings),
+            )
+        except PayoutError as error:
+            raise _problem(error) from None
+        document: dict[str, Any] = jsonable_encoder(_view(payout))
+        post.complete(session, 201, document)
+        session.commit()
     return document
 
 
@@ -356,7 +299,7 @@ def get_payout(payout_id: str, principal: ManagerDep, session: SessionDep) -> Pa
 @router.post(
     "/{payout_id}/cancel",
     response_model=PayoutView,
-    responses={**_replayed(200), **responses(404, 409, 422)},
+    responses={**replayed_header(200), **responses(404, 409, 422)},
 )
 def cancel(
     payout_id: str,
@@ -367,34 +310,26 @@ def cancel(
 ) -> Any:
     """Cancel a pending manual payout: its amount (and fee) returns to the balance."""
     path = f"/v1/payouts/{payout_id}/cancel"
-    replay = _idempotent(
-        services, principal, idempotency_key, path, idempotency.request_fingerprint(path), response
+    post = IdempotentPost(
+        services.sessions,
+        principal.key_id,
+        idempotency_key,
+        path,
+        idempotency.request_fingerprint(path),
     )
-    if replay is not None:
-        return replay
-    try:
-        with write_session(services.sessions) as session:
-            _load(session, principal, payout_id)
-            try:
-                payout = cancel_payout(session, payout_id, now=utcnow())
-            except PayoutError as error:
-                raise _problem(error) from None
-            except LookupError:
-                raise not_found("payout", payout_id) from None
-            document: dict[str, Any] = jsonable_encoder(_view(payout))
-            if idempotency_key is not None:
-                idempotency.complete(
-                    session,
-                    principal=principal.key_id,
-                    key=idempotency_key,
-                    status_code=200,
-                    body=document,
-                )
-            session.commit()
-    except BaseException:
-        if idempotency_key is not None:
-            idempotency.release(services.sessions, principal=principal.key_id, key=idempotency_key)
-        raise
+    if (replayed := post.replay(response)) is not None:
+        return replayed
+    with post.released_on_error(), write_session(services.sessions) as session:
+        _load(session, principal, payout_id)
+        try:
+            payout = cancel_payout(session, payout_id, now=utcnow())
+        except PayoutError as error:
+            raise _problem(error) from None
+        except LookupError:
+            raise not_found("payout", payout_id) from None
+        document: dict[str, Any] = jsonable_encoder(_view(payout))
+        post.complete(session, 200, document)
+        session.commit()
     return document
 
 
