@@ -368,8 +368,8 @@ def test_listing_pages_and_filters(client: TestClient, keys: Keys) -> None:
     assert client.get("/v1/content?kind=podcast", headers=keys.acme).status_code == 422
     assert client.get("/v1/content?limit=101", headers=keys.acme).status_code == 422
     missing = client.get("/v1/content?starting_after=cnt_nope", headers=keys.acme)
-    assert missing.status_code == 400
-    assert missing.json()["code"] == "invalid_cursor"
+    assert missing.status_code == 422
+    assert missing.json()["errors"][0]["loc"] == ["query", "starting_after"]
 
 
 # -- imports of server files --------------------------------------------------------------------

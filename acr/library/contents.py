@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Literal, get_args
 
-from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -195,9 +195,8 @@ def list_query(
     owner_account_id: str | None = None,
     q: str | None = None,
     include_deleted: bool = False,
-    after: Content | None = None,
 ) -> Select[Any]:
-    """Contents matching the filters, newest first, starting after ``after`` (a cursor)."""
+    """Contents matching the filters."""
     query = select(Content)
     if not include_deleted:
         query = query.where(Content.deleted_at.is_(None))
@@ -210,12 +209,4 @@ def list_query(
     if q:
         pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         query = query.where(Content.title.ilike(pattern, escape="\\"))
-    if after is not None:
-        # Keyset pagination on (created_at, id): stable while rows are added.
-        query = query.where(
-            or_(
-                Content.created_at < after.created_at,
-                and_(Content.created_at == after.created_at, Content.id < after.id),
-            )
-        )
-    return query.order_by(Content.created_at.desc(), Content.id.desc())
+    return query

@@ -28,7 +28,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
-from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from acr.auth import Principal
@@ -61,6 +61,7 @@ from acr.payouts.revenue import (
 )
 from api.deps import ManagerDep, ServicesDep, SessionDep
 from api.idempotent import IdempotencyKey, IdempotentPost, body_fingerprint, replayed_header
+from api.pagination import Page, newest_first, unknown_cursor
 from api.problems import Problem, not_found, responses
 
 router = APIRouter(prefix="/v1", tags=["accounts"], responses=responses(401, 403))
@@ -265,14 +266,13 @@ def _fields(body: AccountUpdate, principal: Principal) -> AccountFields:
     )
 
 
-def _page(rows: list[Any], limit: int) -> tuple[list[Any], bool, str | None]:
-    has_more = len(rows) > limit
-    page = rows[:limit]
-    return page, has_more, page[-1].id if has_more else None
-
-
-def _listing(data: list[dict[str, Any]], has_more: bool, cursor: str | None) -> dict[str, Any]:
-    return {"object": "list", "data": data, "has_more": has_more, "next_cursor": cursor}
+def _listing(data: list[dict[str, Any]], page: Page[Any]) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": data,
+        "has_more": page.has_more,
+        "next_cursor": page.next_cursor,
+    }
 
 
 Limit = Annotated[int, Query(ge=1, le=100)]
@@ -325,26 +325,15 @@ def list_accounts(
         conditions.append(visible)
     if organisation_id is not None:
         conditions.append(Account.organisation_id == organisation_id)
+    after = None
     if starting_after is not None:
         after = _find(session, principal, starting_after, lock=False)
         if after is None:
-            raise _invalid(["query", "starting_after"], f"no account {starting_after!r}")
-        conditions.append(
-            or_(
-                Account.created_at < after.created_at,
-                and_(Account.created_at == after.created_at, Account.id < after.id),
-            )
-        )
-    rows = list(
-        session.scalars(
-            select(Account)
-            .where(*conditions)
-            .order_by(Account.created_at.desc(), Account.id.desc())
-            .limit(limit + 1)
-        )
+            raise unknown_cursor("account", starting_after)
+    page = newest_first(
+        session, select(Account).where(*conditions), Account, limit=limit, after=after
     )
-    page, has_more, cursor = _page(rows, limit)
-    return _listing([_document(session, a) for a in page], has_more, cursor)
+    return _listing([_document(session, a) for a in page.rows], page)
 
 
 @router.get("/accounts/{account_id}", responses=responses(404))
@@ -451,10 +440,10 @@ def list_external(
     if starting_after is not None:
         ids = [row.id for row in rows]
         if starting_after not in ids:
-            raise _invalid(["query", "starting_after"], f"no external account {starting_after!r}")
+            raise unknown_cursor("external account", starting_after)
         rows = rows[ids.index(starting_after) + 1 :]
-    page, has_more, cursor = _page(rows[: limit + 1], limit)
-    return _listing([external_account_document(e) for e in page], has_more, cursor)
+    page = Page(rows[:limit], len(rows) > limit)
+    return _listing([external_account_document(e) for e in page.rows], page)
 
 
 @router.get("/accounts/{account_id}/external_accounts/{external_id}", responses=responses(404))
@@ -561,32 +550,15 @@ def list_balance_transactions(
         if found is None or _find(session, principal, found.account_id, lock=False) is None:
             raise not_found("payout", payout)
         conditions.append(LedgerTransaction.id.in_(_reconciled(session, found)))
+    after = None
     if starting_after is not None:
         after = session.get(LedgerTransaction, starting_after)
         if after is None:
-            raise _invalid(
-                ["query", "starting_after"], f"no balance transaction {starting_after!r}"
-            )
-        conditions.append(
-            or_(
-                LedgerTransaction.created_at < after.created_at,
-                and_(
-                    LedgerTransaction.created_at == after.created_at,
-                    LedgerTransaction.id < after.id,
-                ),
-            )
-        )
-    rows = list(
-        session.scalars(
-            select(LedgerTransaction)
-            .where(*conditions)
-            .order_by(LedgerTransaction.created_at.desc(), LedgerTransaction.id.desc())
-            .limit(limit + 1)
-        )
-    )
-    page, has_more, cursor = _page(rows, limit)
+            raise unknown_cursor("balance transaction", starting_after)
+    query = select(LedgerTransaction).where(*conditions)
+    page = newest_first(session, query, LedgerTransaction, limit=limit, after=after)
     now = utcnow()
-    return _listing([balance_transaction_document(t, now) for t in page], has_more, cursor)
+    return _listing([balance_transaction_document(t, now) for t in page.rows], page)
 
 
 def _reconciled(session: Session, payout: Payout) -> list[str]:

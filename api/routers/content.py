@@ -44,6 +44,7 @@ from acr.library.imports import (
 )
 from acr.library.uploads import store_upload
 from api.deps import AdminDep, ManagerDep, ServicesDep, SessionDep
+from api.pagination import newest_first, unknown_cursor
 from api.problems import Problem, not_found, responses
 
 router = APIRouter(prefix="/v1/content", tags=["content"], responses=responses(401, 403))
@@ -85,6 +86,7 @@ class ContentList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ContentView]
     has_more: bool
+    next_cursor: str | None = Field(description="Pass as starting_after for the next page")
 
 
 class ContentUpdate(BaseModel):
@@ -265,7 +267,7 @@ def upload(
     return view
 
 
-@router.get("", responses=responses(400, 422))
+@router.get("", responses=responses(422))
 def list_content(
     _principal: ManagerDep,
     session: SessionDep,
@@ -280,21 +282,22 @@ def list_content(
     ] = None,
 ) -> ContentList:
     """The library, newest first, a page at a time (`has_more` says if there is another)."""
-    after = None
-    if starting_after is not None:
-        after = session.get(Content, starting_after)
-        if after is None:
-            raise Problem(400, "invalid_cursor", f"no content {starting_after!r} to start after")
+    after = session.get(Content, starting_after) if starting_after is not None else None
+    if starting_after is not None and after is None:
+        raise unknown_cursor("content", starting_after)
     query = list_query(
         status=status,
         kind=kind,
         owner_account_id=owner_account_id,
         q=q,
         include_deleted=include_deleted,
-        after=after,
     )
-    rows = list(session.scalars(query.limit(limit + 1)))
-    return ContentList(data=[_view(row) for row in rows[:limit]], has_more=len(rows) > limit)
+    page = newest_first(session, query, Content, limit=limit, after=after)
+    return ContentList(
+        data=[_view(row) for row in page.rows],
+        has_more=page.has_more,
+        next_cursor=page.next_cursor,
+    )
 
 
 @router.post(

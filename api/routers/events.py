@@ -20,12 +20,13 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy import ColumnElement, select
 
 from acr.auth import Principal
 from acr.db.models import Event
 from acr.webhooks.catalogue import event_document
 from api.deps import ManagerDep, SessionDep
+from api.pagination import newest_first, unknown_cursor
 from api.problems import Problem, not_found, responses
 
 router = APIRouter(prefix="/v1/events", tags=["events"], responses=responses(401, 403))
@@ -126,6 +127,7 @@ def list_events(
         conditions.append(Event.created_at < _time(created_lte + 1))
     if created_lt is not None:
         conditions.append(Event.created_at < _time(created_lt))
+    after = None
     if starting_after is not None:
         after = session.scalars(
             select(Event).where(
@@ -134,25 +136,12 @@ def list_events(
             )
         ).first()
         if after is None:
-            raise _invalid("starting_after", f"no event {starting_after!r}")
-        conditions.append(
-            or_(
-                Event.created_at < after.created_at,
-                and_(Event.created_at == after.created_at, Event.id < after.id),
-            )
-        )
-    rows = session.scalars(
-        select(Event)
-        .where(*conditions)
-        .order_by(Event.created_at.desc(), Event.id.desc())
-        .limit(limit + 1)
-    ).all()
-    has_more = len(rows) > limit
-    page = list(rows[:limit])
+            raise unknown_cursor("event", starting_after)
+    page = newest_first(session, select(Event).where(*conditions), Event, limit=limit, after=after)
     return EventList(
-        data=[_view(event) for event in page],
-        has_more=has_more,
-        next_cursor=page[-1].id if has_more else None,
+        data=[_view(event) for event in page.rows],
+        has_more=page.has_more,
+        next_cursor=page.next_cursor,
     )
 
 

@@ -32,7 +32,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Response
 from fastapi.encoders import jsonable_encoder
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictFloat, StrictInt
-from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session
 
 from acr import idempotency
@@ -50,6 +50,7 @@ from acr.payouts.payouts import (
 )
 from api.deps import ManagerDep, ServicesDep, SessionDep
 from api.idempotent import IdempotencyKey, IdempotentPost, body_fingerprint, replayed_header
+from api.pagination import newest_first, unknown_cursor
 from api.problems import Problem, not_found, responses
 
 router = APIRouter(prefix="/v1/payouts", tags=["payouts"], responses=responses(401, 403))
@@ -254,39 +255,17 @@ def list_payouts(
         conditions.append(Payout.arrival_date >= arrival_date_gte)
     if arrival_date_lt is not None:
         conditions.append(Payout.arrival_date < arrival_date_lt)
+    after = None
     if starting_after is not None:
         try:
             after = _load(session, principal, starting_after)
         except Problem:
-            raise Problem(
-                422,
-                "validation_error",
-                f"query.starting_after: no payout {starting_after!r}",
-                errors=[
-                    {
-                        "loc": ["query", "starting_after"],
-                        "msg": f"no payout {starting_after!r}",
-                        "type": "value_error",
-                    }
-                ],
-            ) from None
-        conditions.append(
-            or_(
-                Payout.created_at < after.created_at,
-                and_(Payout.created_at == after.created_at, Payout.id < after.id),
-            )
-        )
-    rows = session.scalars(
-        query.where(*conditions)
-        .order_by(Payout.created_at.desc(), Payout.id.desc())
-        .limit(limit + 1)
-    ).all()
-    page = list(rows[:limit])
-    has_more = len(rows) > limit
+            raise unknown_cursor("payout", starting_after) from None
+    page = newest_first(session, query.where(*conditions), Payout, limit=limit, after=after)
     return PayoutList(
-        data=[_view(payout) for payout in page],
-        has_more=has_more,
-        next_cursor=page[-1].id if has_more else None,
+        data=[_view(payout) for payout in page.rows],
+        has_more=page.has_more,
+        next_cursor=page.next_cursor,
     )
 
 

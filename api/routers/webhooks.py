@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.orm import Session, selectinload
 
 from acr.auth import Principal
@@ -43,6 +43,7 @@ from acr.webhooks.endpoints import (
     roll_secret,
 )
 from api.deps import ManagerDep, ServicesDep, SessionDep
+from api.pagination import newest_first, unknown_cursor
 from api.problems import Problem, not_found, responses
 
 router = APIRouter(prefix="/v1/webhook_endpoints", tags=["webhooks"], responses=responses(401, 403))
@@ -274,33 +275,19 @@ def list_webhook_endpoints(
     scope = _scope(principal)
     if scope is not None:
         conditions.append(WebhookEndpoint.organisation_id == scope)
+    after = None
     if starting_after is not None:
         after = session.scalars(
             select(WebhookEndpoint).where(WebhookEndpoint.id == starting_after, *conditions)
         ).first()
         if after is None:
-            raise _invalid(["query", "starting_after"], f"no webhook endpoint {starting_after!r}")
-        conditions.append(
-            or_(
-                WebhookEndpoint.created_at < after.created_at,
-                and_(
-                    WebhookEndpoint.created_at == after.created_at,
-                    WebhookEndpoint.id < after.id,
-                ),
-            )
-        )
-    rows = session.scalars(
-        select(WebhookEndpoint)
-        .where(*conditions)
-        .order_by(WebhookEndpoint.created_at.desc(), WebhookEndpoint.id.desc())
-        .limit(limit + 1)
-    ).all()
-    has_more = len(rows) > limit
-    page = list(rows[:limit])
+            raise unknown_cursor("webhook endpoint", starting_after)
+    query = select(WebhookEndpoint).where(*conditions)
+    page = newest_first(session, query, WebhookEndpoint, limit=limit, after=after)
     return EndpointList(
-        data=[_view(endpoint) for endpoint in page],
-        has_more=has_more,
-        next_cursor=page[-1].id if has_more else None,
+        data=[_view(endpoint) for endpoint in page.rows],
+        has_more=page.has_more,
+        next_cursor=page.next_cursor,
     )
 
 
@@ -383,6 +370,7 @@ def list_webhook_deliveries(
         conditions.append(WebhookDelivery.status == status)
     if event_id is not None:
         conditions.append(WebhookDelivery.event_id == event_id)
+    after = None
     if starting_after is not None:
         after = session.scalars(
             select(WebhookDelivery).where(
@@ -391,29 +379,17 @@ def list_webhook_deliveries(
             )
         ).first()
         if after is None:
-            raise _invalid(["query", "starting_after"], f"no delivery {starting_after!r}")
-        conditions.append(
-            or_(
-                WebhookDelivery.created_at < after.created_at,
-                and_(
-                    WebhookDelivery.created_at == after.created_at,
-                    WebhookDelivery.id < after.id,
-                ),
-            )
-        )
-    rows = session.scalars(
+            raise unknown_cursor("delivery", starting_after)
+    query = (
         select(WebhookDelivery)
         .where(*conditions)
-        .order_by(WebhookDelivery.created_at.desc(), WebhookDelivery.id.desc())
-        .limit(limit + 1)
         .options(selectinload(WebhookDelivery.attempt_log))
-    ).all()
-    has_more = len(rows) > limit
-    page = list(rows[:limit])
+    )
+    page = newest_first(session, query, WebhookDelivery, limit=limit, after=after)
     return DeliveryList(
-        data=[_delivery_view(delivery) for delivery in page],
-        has_more=has_more,
-        next_cursor=page[-1].id if has_more else None,
+        data=[_delivery_view(delivery) for delivery in page.rows],
+        has_more=page.has_more,
+        next_cursor=page.next_cursor,
     )
 
 
