@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     """Match requests per viewer-app key per minute (token bucket, bursts up to this)."""
     import_roots: list[Path] = Field(default_factory=list)
     """Server directories whose files admins may register as content by path."""
-    scheduler_interval_s: float = Field(default=30.0, gt=0)
+    scheduler_interval_s: float = Field(default=5.0, gt=0)
     """How often schedules are applied (campaign start/end)."""
     indexer_poll_s: float = Field(default=1.0, gt=0)
     instant_payout_fee_bps: int = Field(default=150, ge=0, le=10_000)
