@@ -508,9 +508,14 @@ def test_payout_paid_webhook_pays_our_payout_once(
 
 
 def test_payout_failed_webhook_fails_our_payout_and_returns_the_money(
-    webhook_client: TestClient, services: Services, server: StripeServer, stripe_payout: str
+    webhook_client: TestClient,
+    services: Services,
+    server: StripeServer,
+    rail: StripeRail,
+    stripe_payout: str,
 ) -> None:
     from acr.payouts import ledger
+    from acr.payouts.payouts import reclaim_returned
 
     with services.sessions() as session:
         payout = _payout(session, stripe_payout)
@@ -534,6 +539,18 @@ def test_payout_failed_webhook_fails_our_payout_and_returns_the_money(
         )
         assert after.available == before.available + 2500
         assert ledger.verify(session) == []
+        assert payout.rail_state == "to_reclaim"
+    # The bank returned the money to the connected account at Stripe; our ledger has
+    # it in the account's balance already, so the transfer comes back to the platform.
+    [transfer] = [
+        t for t in server.state.transfers.values() if t["transfer_group"] == stripe_payout
+    ]
+    assert transfer["reversed"] is False
+    assert reclaim_returned(services.sessions, rail) == [stripe_payout]
+    assert transfer["reversed"] is True
+    assert reclaim_returned(services.sessions, rail) == []
+    with services.sessions() as session:
+        assert _payout(session, stripe_payout).rail_state == "done"
 
 
 def test_a_refused_submission_fails_the_payout_through_the_outbox(

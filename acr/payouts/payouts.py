@@ -569,7 +569,8 @@ def apply_update(session: Session, update: RailUpdate) -> bool:
         reversal = _reverse(session, payout, type="payout_failure", from_book=source, now=now)
         code = update.failure_code or "could_not_process"
         payout.status = "failed"
-        payout.rail_state = "done"
+        # The money the bank returned sits with the rail until reclaimed (reclaim_returned).
+        payout.rail_state = "to_reclaim"
         payout.failure_code = code
         payout.failure_message = update.failure_message or FAILURE_MESSAGES.get(code, code)
         payout.failure_balance_transaction_id = reversal.id
@@ -757,6 +758,37 @@ def submit_outbox(
                 "payout %s was canceled but rail %s had already sent it", payout_id, rail.name
             )
     return result
+
+
+def reclaim_returned(sessions: sessionmaker[Session], rail: Rail) -> list[str]:
+    """Have the rail give back what failed payouts returned to it; return the payouts done.
+
+    An outbox like submission: a failed payout waits in ``to_reclaim`` until the
+    rail confirms (idempotently), so a crash or an unreachable rail only delays it.
+    """
+    with sessions() as session:
+        waiting = session.execute(
+            select(Payout.id, Account.stripe_account_id)
+            .join(Account, Account.id == Payout.account_id)
+            .where(Payout.rail == rail.name, Payout.rail_state == "to_reclaim")
+            .order_by(Payout.updated_at, Payout.id)
+        ).all()
+    done: list[str] = []
+    for payout_id, stripe_account_id in waiting:
+        try:
+            rail.reclaim(payout_id, stripe_account_id)
+        except RailError as error:
+            log.warning(
+                "payout %s: rail %s could not reclaim it yet: %s", payout_id, rail.name, error
+            )
+            continue
+        with write_session(sessions) as session:
+            payout = _lock_payout(session, payout_id)
+            if payout is not None and payout.rail_state == "to_reclaim":
+                payout.rail_state = "done"
+                done.append(payout_id)
+            session.commit()
+    return done
 
 
 @dataclass

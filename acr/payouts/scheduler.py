@@ -20,7 +20,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from acr.db.models import utcnow
 from acr.db.session import make_engine, session_factory
 from acr.payouts import revenue
-from acr.payouts.payouts import payout_terms, poll_rail, run_automatic, submit_outbox
+from acr.payouts.payouts import (
+    payout_terms,
+    poll_rail,
+    reclaim_returned,
+    run_automatic,
+    submit_outbox,
+)
 from acr.payouts.rails.base import Rail
 from acr.payouts.rails.simulated import SimulatedRail
 from acr.payouts.rails.stripe_rail import stripe_rail_from
@@ -54,6 +60,8 @@ class RunSummary:
     """Payouts a rail could not take this time (retried next pass)."""
     updates: int = 0
     applied: int = 0
+    reclaimed: list[str] = field(default_factory=list)
+    """Failed payouts whose returned money the rail gave back to the platform."""
 
     @property
     def busy(self) -> bool:
@@ -102,6 +110,7 @@ def run_pass(
         polled = poll_rail(sessions, rail, now)
         summary.updates += polled.updates
         summary.applied += polled.applied
+        summary.reclaimed += reclaim_returned(sessions, rail)
     return summary
 
 

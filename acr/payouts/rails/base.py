@@ -64,6 +64,20 @@ class Rail(Protocol):
         """Stop a payout the rail has not sent yet; False if it is too late."""
         ...
 
+    def reclaim(self, payout_id: str, stripe_account_id: str | None) -> None:
+        """Bring back to the platform what a failed payout returned to the rail.
+
+        A bank that returns a payout gives the money back where the rail keeps it
+        (at Stripe, the connected account's balance); our ledger has already
+        credited the account, so the rail must not keep a second copy. Idempotent.
+
+        Raises
+        ------
+        RailError
+            Not done yet; the next pass retries.
+        """
+        ...
+
     def poll(self, now: datetime) -> list[RailUpdate]:
         """Changes since the last poll (rails that push changes, like Stripe's webhooks,
         return none here and report through :func:`acr.payouts.payouts.apply_update`)."""

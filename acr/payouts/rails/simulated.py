@@ -289,6 +289,9 @@ class SimulatedRail:
             session.commit()
             return True
 
+    def reclaim(self, payout_id: str, stripe_account_id: str | None) -> None:
+        """Nothing to bring back: the simulated bank keeps no balance of its own."""
+
     def poll(self, now: datetime) -> list[RailUpdate]:
         """The steps reached by ``now`` and not yet acknowledged, oldest first per payout."""
         updates: list[RailUpdate] = []

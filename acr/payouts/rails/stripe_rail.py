@@ -217,7 +217,11 @@ class StripeRail:
             if _retryable(error):
                 raise RailError(f"Stripe: {error.user_message or error}") from error
             if transfer_id is not None:
-                self._reverse(transfer_id, payout.payout_id)
+                try:
+                    self._reverse(transfer_id, payout.payout_id)
+                except RailError as reversal_error:
+                    # The refusal stands; the failed payout's reclaim step retries this.
+                    log.warning("%s", reversal_error)
             refused = self._refused(
                 payout.payout_id,
                 _failure_code(error),
@@ -236,7 +240,7 @@ class StripeRail:
         A payout Stripe never saw is trivially stopped (True). A canceled payout's
         transfer is reversed, as for a refused one.
         """
-        ref = self._submitted.get(payout_id) or (self._locate(payout_id) if self._locate else None)
+        ref = self._find(payout_id)
         if ref is None:
             return True
         try:
@@ -276,7 +280,7 @@ class StripeRail:
 
     def retrieve(self, payout_id: str) -> stripe.Payout | None:
         """Stripe's payout object of our payout (None if never submitted)."""
-        ref = self._submitted.get(payout_id) or (self._locate(payout_id) if self._locate else None)
+        ref = self._find(payout_id)
         if ref is None:
             return None
         try:
@@ -286,11 +290,15 @@ class StripeRail:
         except stripe.StripeError as error:
             raise RailError(f"Stripe: {error.user_message or error}") from error
 
+    def _find(self, payout_id: str) -> StripePayoutRef | None:
+        """Where Stripe holds our payout: remembered, or looked up after a restart."""
+        return self._submitted.get(payout_id) or (self._locate(payout_id) if self._locate else None)
+
     def reverse_transfer(self, payout_id: str, account: str) -> None:
         """Take back the transfer made for a payout that failed or was canceled.
 
-        Called for refusals and cancellations here; call it for a ``payout.failed``
-        webhook too when the returned funds must go back to the platform.
+        Called for refusals and cancellations here, and by :meth:`reclaim` for a
+        payout that failed after it was sent.
         """
         try:
             transfers = self._client.v1.transfers.list(
@@ -345,19 +353,28 @@ class StripeRail:
 
     # -- helpers -----------------------------------------------------------------------------
 
+    def reclaim(self, payout_id: str, stripe_account_id: str | None) -> None:
+        """Reverse the payout's transfer: the bank returned the money to the connected
+        account's Stripe balance, and our ledger has credited the account already."""
+        if not self._transfer:
+            return
+        account = stripe_account_id or (ref.account if (ref := self._find(payout_id)) else None)
+        if account is None:
+            raise RailError(f"payout {payout_id}: no Stripe account to reclaim from")
+        self.reverse_transfer(payout_id, account)
+
     def _reverse(self, transfer_id: str, payout_id: str) -> None:
         try:
             self._client.v1.transfers.reversals.create(
                 transfer_id,
                 {"metadata": {METADATA_KEY: payout_id}},
+                # One key per payout: a retry, or a second reason to reverse, replays the first.
                 {"idempotency_key": f"transfer-reversal-{payout_id}"},
             )
         except stripe.StripeError as error:
-            # The payout is still refused; the transfer stays with the account and is
-            # reconciled by hand (it is logged with both ids).
-            log.error(
-                "could not reverse transfer %s of payout %s: %s", transfer_id, payout_id, error
-            )
+            raise RailError(
+                f"could not reverse transfer {transfer_id} of payout {payout_id}: {error}"
+            ) from error
 
     @staticmethod
     def _refused(
