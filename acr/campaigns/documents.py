@@ -5,14 +5,9 @@ One function makes both, so that a webhook consumer sees exactly what the API sh
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
-from acr.db.models import Campaign, Trigger
-
-
-def _time(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
+from acr.db.models import Campaign, Trigger, iso_utc
 
 
 def trigger_document(trigger: Trigger) -> dict[str, Any]:
@@ -22,7 +17,7 @@ def trigger_document(trigger: Trigger) -> dict[str, Any]:
         "content_id": trigger.content_id,
         "start_s": trigger.start_s,
         "end_s": trigger.end_s,
-        "created_at": _time(trigger.created_at),
+        "created_at": iso_utc(trigger.created_at),
     }
 
 
@@ -42,8 +37,8 @@ def campaign_document(campaign: Campaign) -> dict[str, Any]:
         "advertiser": campaign.advertiser,
         "status": campaign.status,
         "schedule": {
-            "start_at": _time(campaign.start_at),
-            "end_at": _time(campaign.end_at),
+            "start_at": iso_utc(campaign.start_at),
+            "end_at": iso_utc(campaign.end_at),
             "timezone": campaign.timezone,
             "dayparts": list(campaign.dayparts or []),
         },
@@ -61,6 +56,6 @@ def campaign_document(campaign: Campaign) -> dict[str, Any]:
         "frequency_cap": frequency_cap,
         "revenue_share_bps": campaign.revenue_share_bps,
         "priority": campaign.priority,
-        "created_at": _time(campaign.created_at),
-        "updated_at": _time(campaign.updated_at),
+        "created_at": iso_utc(campaign.created_at),
+        "updated_at": iso_utc(campaign.updated_at),
     }

@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import calendar
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Any, Final, Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from acr.campaigns.countries import COUNTRIES
-from acr.db.models import Account, ExternalAccount
+from acr.db.models import Account, ExternalAccount, iso_utc
 from acr.events import emit
 from acr.payouts.ledger import CURRENCY
 
@@ -171,10 +171,6 @@ def schedule_of(account: Account) -> Schedule:
     )
 
 
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat()
-
-
 def live_external_accounts(session: Session, account_id: str) -> list[ExternalAccount]:
     """The account's external accounts not deleted, oldest first."""
     return list(
@@ -212,7 +208,7 @@ def account_document(
         },
         "stripe_account_id": account.stripe_account_id,
         "metadata": dict(account.extra or {}),
-        "created": _iso(account.created_at),
+        "created": iso_utc(account.created_at),
     }
     if external_accounts is not None:
         document["external_accounts"] = {

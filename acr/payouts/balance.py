@@ -19,13 +19,13 @@ is stored.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from acr.db.models import Account, ExternalAccount, LedgerEntry, LedgerTransaction
+from acr.db.models import Account, ExternalAccount, LedgerEntry, LedgerTransaction, iso_utc
 from acr.payouts.external_accounts import BLOCKING
 from acr.payouts.ledger import account_book, book_balances, held_book
 
@@ -109,11 +109,6 @@ def balance_document(balance: AccountBalance, *, account_id: str) -> dict[str, A
     }
 
 
-def iso(moment: datetime) -> str:
-    """A time as the payouts API writes it: ISO 8601 in UTC."""
-    return moment.astimezone(UTC).isoformat()
-
-
 def balance_transaction_document(transaction: LedgerTransaction, now: datetime) -> dict[str, Any]:
     """Stripe's ``balance_transaction`` object for a ledger transaction."""
     return {
@@ -126,8 +121,8 @@ def balance_transaction_document(transaction: LedgerTransaction, now: datetime) 
         "currency": transaction.currency,
         "type": transaction.type,
         "status": "available" if transaction.available_on <= now else "pending",
-        "available_on": iso(transaction.available_on),
-        "created": iso(transaction.created_at),
+        "available_on": iso_utc(transaction.available_on),
+        "created": iso_utc(transaction.created_at),
         "source": transaction.source_id,
         "description": transaction.description or None,
     }

@@ -48,7 +48,15 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from acr.db.models import Account, ExternalAccount, LedgerTransaction, Payout, new_id, utcnow
+from acr.db.models import (
+    Account,
+    ExternalAccount,
+    LedgerTransaction,
+    Payout,
+    iso_utc,
+    new_id,
+    utcnow,
+)
 from acr.db.session import write_session
 from acr.events import emit
 from acr.payouts import ledger
@@ -143,10 +151,6 @@ def payout_terms(settings: Settings) -> PayoutTerms:
 # -- documents -------------------------------------------------------------------------------
 
 
-def _time(value: datetime | None) -> str | None:
-    return None if value is None else value.astimezone(UTC).isoformat()
-
-
 def destination_type(destination_id: str) -> str:
     """``card`` or ``bank_account``, from the external account's id prefix."""
     return "card" if destination_id.startswith("card_") else "bank_account"
@@ -159,10 +163,10 @@ def payout_document(payout: Payout) -> dict[str, Any]:
         "object": "payout",
         "account": payout.account_id,
         "amount": payout.amount,
-        "arrival_date": _time(payout.arrival_date),
+        "arrival_date": iso_utc(payout.arrival_date),
         "automatic": payout.automatic,
         "balance_transaction": payout.balance_transaction_id,
-        "created": _time(payout.created_at),
+        "created": iso_utc(payout.created_at),
         "currency": payout.currency,
         "description": payout.description,
         "destination": payout.destination,
@@ -828,8 +832,8 @@ def _transaction_document(transaction: LedgerTransaction) -> dict[str, Any]:
         "fee": transaction.fee,
         "net": transaction.net,
         "currency": transaction.currency,
-        "available_on": _time(transaction.available_on),
-        "created": _time(transaction.created_at),
+        "available_on": iso_utc(transaction.available_on),
+        "created": iso_utc(transaction.created_at),
         "description": transaction.description,
     }
 

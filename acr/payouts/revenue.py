@@ -52,11 +52,20 @@ from sqlalchemy import exists, literal, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from acr.db.models import Account, Engagement, Event, LedgerEntry, LedgerTransaction, new_id, utcnow
+from acr.db.models import (
+    Account,
+    Engagement,
+    Event,
+    LedgerEntry,
+    LedgerTransaction,
+    iso_utc,
+    new_id,
+    utcnow,
+)
 from acr.db.session import write_session
 from acr.events import emit
 from acr.payouts.accounts import PayoutInputError, check_currency
-from acr.payouts.balance import account_balance, balance_document, iso
+from acr.payouts.balance import account_balance, balance_document
 from acr.payouts.ledger import (
     PLATFORM_FEES,
     PLATFORM_UNALLOCATED,
@@ -136,7 +145,7 @@ def _announce(
             "released": {
                 "amount": amount,
                 "currency": currency,
-                "available_on": iso(available_on),
+                "available_on": iso_utc(available_on),
             },
         },
         created_at=now,
@@ -298,7 +307,7 @@ def transfer_document(transaction: LedgerTransaction) -> dict[str, Any]:
         "currency": transaction.currency,
         "destination": transaction.account_id,
         "balance_transaction": transaction.id,
-        "created": iso(transaction.created_at),
+        "created": iso_utc(transaction.created_at),
         "description": transaction.description or None,
         "reversed": False,
     }
