@@ -604,8 +604,8 @@ register(
 
 # -- entry points -----------------------------------------------------------------------------
 
-PLUGINS = ("api.cli", "api.payouts_cli")
-"""Modules that register more subcommands (the HTTP service's ``serve`` and ``keys``)."""
+PLUGINS = ("api.cli", "api.payouts_cli", "acr.monitor_cli")
+"""Modules that register more subcommands (``serve``, ``keys``, ``payouts``, ``monitor``)."""
 
 
 def _load_plugins() -> None:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Self
+from typing import IO, TYPE_CHECKING, Any, Self
 
 import numpy as np
 from numpy.typing import NDArray
@@ -45,6 +45,9 @@ from acr.matching import DEFAULT_MIN_CONFIDENCE, Alignment, align, segment_align
 from acr.results import Match, MatchResult
 from acr.signals.audio import AudioSignal
 from acr.signals.base import Fingerprints, MediaSource
+
+if TYPE_CHECKING:
+    from acr.monitor import Timeline
 
 CATALOGUE_FILE = "catalogue.sqlite"
 SEGMENT_DIR = "segments"
@@ -491,6 +494,12 @@ class Index:
             query_codes=len(fingerprints),
             elapsed_ms=(time.perf_counter() - started) * 1000.0,
         )
+
+    def monitor(self, source: MediaSource, **options: Any) -> Timeline:
+        """Match a long recording into a timeline of segments; see :func:`acr.monitor.monitor`."""
+        from acr.monitor import monitor
+
+        return monitor(self, source, **options)
 
     # -- internals --------------------------------------------------------------------------
 
