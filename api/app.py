@@ -24,6 +24,7 @@ from api.routers import (
     keys,
     match,
     payouts,
+    stream,
     stripe_webhooks,
     webhooks,
 )
@@ -78,6 +79,7 @@ def create_app(services: Services | None = None, *, background: bool = True) -> 
     for router in (
         health.router,
         match.router,
+        stream.router,
         content.router,
         campaigns.router,
         accounts.router,

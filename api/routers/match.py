@@ -207,9 +207,38 @@ def _identify_and_serve(
         query_duration_s = query.duration_s
         result = services.index.match_fingerprints(query, top_k=MAX_CANDIDATES, started=started)
         candidates = [m for m in result.matches if m.confidence >= settings.min_confidence]
-        found, content = _first_live(services, candidates)
+        found, content = first_live(services, candidates)
         reason = None if found else "no_match"
 
+    return respond(
+        services,
+        found,
+        content,
+        reason,
+        viewer=viewer,
+        max_campaigns=max_campaigns,
+        query_duration_s=query_duration_s,
+        started=started,
+        post=post,
+    )
+
+
+def respond(
+    services: Services,
+    found: Match | None,
+    content: Content | None,
+    reason: NoMatchReason | None,
+    *,
+    viewer: Viewer,
+    max_campaigns: int,
+    query_duration_s: float,
+    started: float,
+    post: IdempotentPost | None = None,
+) -> dict[str, Any]:
+    """The answer to an identified sample: serve and record the moment's campaigns.
+
+    The one way a match becomes engagements, for ``POST /v1/match`` and the stream.
+    """
     moment = (
         Moment(
             content_id=content.id,
@@ -223,13 +252,14 @@ def _identify_and_serve(
         if found is not None and content is not None and max_campaigns > 0
         else None
     )
-    if moment is None and post.key is None:
+    if moment is None and (post is None or post.key is None):
         # Nothing to record: no write transaction, which on SQLite would take the write lock.
         return _body(found, content, reason, [], query_duration_s, started)
     with write_session(services.sessions) as session:
         served = serve(session, moment, limit=max_campaigns, now=utcnow()) if moment else []
         body = _body(found, content, reason, served, query_duration_s, started)
-        post.complete(session, 200, body)
+        if post is not None:
+            post.complete(session, 200, body)
         session.commit()
     return body
 
@@ -278,7 +308,7 @@ def _client_fingerprints(data: bytes, max_seconds: float) -> Fingerprints:
     return query
 
 
-def _first_live(services: Services, candidates: list[Match]) -> tuple[Match | None, Content | None]:
+def first_live(services: Services, candidates: list[Match]) -> tuple[Match | None, Content | None]:
     """The best candidate whose content the library still serves (not deleted, indexed)."""
     if not candidates:
         return None, None
