@@ -127,10 +127,6 @@ def test_timeline_is_disjoint_and_ordered(timeline: Timeline) -> None:
         assert before.start_s < before.end_s <= after.start_s < after.end_s
 
 
-def test_faster_than_100x_real_time(timeline: Timeline) -> None:
-    assert timeline.speed_x_realtime > 100.0
-
-
 def test_cli_prints_one_json_line_per_segment(
     recording: Recording, timeline: Timeline, capsys: pytest.CaptureFixture[str]
 ) -> None:
