@@ -55,7 +55,15 @@ from acr.matching import DEFAULT_MIN_CONFIDENCE
 from acr.results import Match, MatchResult
 from indexer.job import BatchInterrupted, BatchSummary, describe_error, run_batch
 
-__all__ = ["COMMANDS", "Command", "build_parser", "main", "register", "run_command"]
+__all__ = [
+    "COMMANDS",
+    "Command",
+    "build_parser",
+    "main",
+    "probability_argument",
+    "register",
+    "run_command",
+]
 
 PROG = "acr"
 
@@ -144,7 +152,8 @@ def _workers(text: str) -> int:
     return value
 
 
-def _probability(text: str) -> float:
+def probability_argument(text: str) -> float:
+    """An argparse type: a number between 0 and 1."""
     try:
         value = float(text)
     except ValueError:
@@ -294,7 +303,7 @@ def _configure_match(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--min-confidence",
-        type=_probability,
+        type=probability_argument,
         default=DEFAULT_MIN_CONFIDENCE,
         metavar="C",
         help=f"smallest confidence reported as a match (default: {DEFAULT_MIN_CONFIDENCE:g})",

@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from acr.cli import EXIT_FAILED, EXIT_OK, Command, register
+from acr.cli import EXIT_FAILED, EXIT_OK, Command, probability_argument, register
 from acr.index.store import Index
 from acr.monitor import (
     DEFAULT_MAX_SECONDS,
@@ -42,16 +42,6 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value:g}")
-    return value
-
-
 def _configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--index-dir", required=True, metavar="DIR", help="directory of the index")
     parser.add_argument("--json", action="store_true", help="print one JSON object per segment")
@@ -71,7 +61,7 @@ def _configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--min-confidence",
-        type=_probability,
+        type=probability_argument,
         default=DEFAULT_MIN_CONFIDENCE,
         metavar="C",
         help="smallest confidence of a reported segment (default: %(default)g)",

@@ -33,7 +33,6 @@ from typing import Any, Protocol
 import numpy as np
 import soxr
 from numpy.typing import NDArray
-from scipy.ndimage import maximum_filter
 from scipy.special import expit, logit
 
 from acr.matching import (
@@ -45,16 +44,14 @@ from acr.results import Match, MatchResult
 from acr.signals.audio import KIND, QUERY_FANOUT, QUERY_PEAKS_PER_SECOND
 from acr.signals.audio.codes import MAX_DT_FRAMES, pair_codes
 from acr.signals.audio.peaks import (
-    _BIN_HZ,
-    _BLOCK_FRAMES,
-    _SILENCE_DB_BELOW_MAX,
+    BLOCK_FRAMES,
     MASK_FRAMES,
     MAX_BIN,
     MIN_BIN,
     NEIGHBOURHOOD,
+    SILENCE_DB_BELOW_MAX,
     Peaks,
-    _masking_trace,
-    _strongest_per_block,
+    peaks_in,
 )
 from acr.signals.audio.spectrogram import HOP, HOP_S, SAMPLE_RATE, log_spectrogram
 from acr.signals.base import Fingerprints
@@ -72,7 +69,7 @@ _RESAMPLE_QUALITY = "HQ"
 """As :func:`acr.signals.audio.decode.resample`, so streamed and uploaded PCM agree."""
 _BAND = slice(MIN_BIN - 1, MAX_BIN + 1)
 """Spectrogram bins that peak picking looks at (as :func:`~acr.signals.audio.peaks.find_peaks`)."""
-_FLOOR_BELOW_MAX = _SILENCE_DB_BELOW_MAX / 10.0 * float(np.log(10.0))
+_FLOOR_BELOW_MAX = SILENCE_DB_BELOW_MAX / 10.0 * float(np.log(10.0))
 _CONTEXT_FRAMES = MASK_FRAMES + NEIGHBOURHOOD[0] // 2
 """Frames before a block that its peaks depend on: the masking trace's reach."""
 _LOOKAHEAD_FRAMES = NEIGHBOURHOOD[0] // 2
@@ -141,50 +138,6 @@ def raw_threshold(min_confidence: float, penalty: float) -> float:
 
 
 # -- incremental fingerprints -----------------------------------------------------------------
-
-
-def _peaks_in(
-    band: NDArray[np.float32],
-    row0: int,
-    first: int,
-    stop: int,
-    n_frames: int,
-    floor: float,
-    reference: float,
-) -> Peaks:
-    """The peaks of frames ``[first, stop)`` from band rows starting at frame ``row0``.
-
-    The same tests as :func:`acr.signals.audio.peaks.find_peaks` with a given level
-    ``floor``; strengths are log power less ``reference``. Rows outside
-    ``[first, stop)`` are context for the masking trace and the neighbourhood only.
-    ``n_frames`` is the length of the signal, which sets the last block's quota.
-    """
-    is_peak = band == maximum_filter(band, size=NEIGHBOURHOOD, mode="nearest")
-    is_peak &= band > _masking_trace(band)
-    is_peak &= band > floor
-    is_peak[:, [0, -1]] = False
-    is_peak[: first - row0] = False
-    is_peak[stop - row0 :] = False
-    rows, bins = np.nonzero(is_peak)
-    strength = band[rows, bins] - reference
-    frames = rows + row0
-    keep = _strongest_per_block(frames, strength, QUERY_PEAKS_PER_SECOND, n_frames)
-    rows, bins, strength, frames = rows[keep], bins[keep], strength[keep], frames[keep]
-
-    left = band[rows, bins - 1]
-    centre = band[rows, bins]
-    right = band[rows, bins + 1]
-    curvature = left - 2.0 * centre + right
-    safe = np.where(curvature < 0, curvature, -1.0)
-    shift = np.where(curvature < 0, 0.5 * (left - right) / safe, 0.0)
-    hz = (bins + (MIN_BIN - 1) + np.clip(shift, -0.5, 0.5)) * _BIN_HZ
-
-    order = np.lexsort((hz, frames))
-    return Peaks(
-        frames[order].astype(np.int32),
-        hz[order].astype(np.float32),
-        strength[order].astype(np.float32),
-    )
 
 
 def _join(a: Peaks, b: Peaks) -> Peaks:
@@ -313,7 +266,7 @@ class IncrementalFingerprinter:
             self._row_max.extend(np.maximum(maxima, base_max).tolist())
             self._band = np.concatenate([self._band, band])
             self._n_frames += spectrum.shape[0]
-        while self._n_frames >= (self._settled_blocks + 1) * _BLOCK_FRAMES + _LOOKAHEAD_FRAMES:
+        while self._n_frames >= (self._settled_blocks + 1) * BLOCK_FRAMES + _LOOKAHEAD_FRAMES:
             self._settle_block()
 
     def _floor(self, frames: int) -> float:
@@ -326,11 +279,20 @@ class IncrementalFingerprinter:
         return max(mean, top - _FLOOR_BELOW_MAX)
 
     def _settle_block(self) -> None:
-        first = self._settled_blocks * _BLOCK_FRAMES
-        stop = first + _BLOCK_FRAMES
+        first = self._settled_blocks * BLOCK_FRAMES
+        stop = first + BLOCK_FRAMES
         row0 = max(0, first - _CONTEXT_FRAMES)
         rows = self._band[row0 - self._band_start : stop + _LOOKAHEAD_FRAMES - self._band_start]
-        peaks = _peaks_in(rows, row0, first, stop, stop, self._floor(stop), self._reference)
+        peaks = peaks_in(
+            rows,
+            floor=self._floor(stop),
+            reference=self._reference,
+            peaks_per_second=QUERY_PEAKS_PER_SECOND,
+            n_frames=stop,
+            row0=row0,
+            first=first,
+            stop=stop,
+        )
         self._open_peaks = _join(self._open_peaks, peaks)
         self._settled_blocks += 1
         # An anchor's pairs are settled once every peak within its pairing reach is.
@@ -348,13 +310,22 @@ class IncrementalFingerprinter:
         self._band_start = keep_from
 
     def _tail_peaks(self) -> Peaks:
-        first = self._settled_blocks * _BLOCK_FRAMES
+        first = self._settled_blocks * BLOCK_FRAMES
         if self._n_frames <= first:
             return _NO_PEAKS
         row0 = max(0, first - _CONTEXT_FRAMES)
         rows = self._band[row0 - self._band_start :]
         floor = self._floor(self._n_frames)
-        return _peaks_in(rows, row0, first, self._n_frames, self._n_frames, floor, self._reference)
+        return peaks_in(
+            rows,
+            floor=floor,
+            reference=self._reference,
+            peaks_per_second=QUERY_PEAKS_PER_SECOND,
+            n_frames=self._n_frames,
+            row0=row0,
+            first=first,
+            stop=self._n_frames,
+        )
 
 
 # -- the matcher ------------------------------------------------------------------------------

@@ -45,10 +45,10 @@ slower than the tail of a room with RT60 up to about 0.9 s."""
 MASK_FRAMES = 20
 """How far back (320 ms) the masking trace reaches."""
 
-_SILENCE_DB_BELOW_MAX = 70.0
+SILENCE_DB_BELOW_MAX = 70.0
 """Peaks this far below the loudest bin are noise floor, not content."""
 
-_BLOCK_FRAMES = max(1, round(1.0 / HOP_S))
+BLOCK_FRAMES = max(1, round(1.0 / HOP_S))
 
 
 class Peaks(NamedTuple):
@@ -83,22 +83,50 @@ def find_peaks(log_power: NDArray[np.float32], *, peaks_per_second: float) -> Pe
         empty_f = np.zeros(0, dtype=np.float32)
         return Peaks(empty_i, empty_f, empty_f)
     band = log_power[:, MIN_BIN - 1 : MAX_BIN + 1]
-    is_peak = band == maximum_filter(band, size=NEIGHBOURHOOD, mode="nearest")
-    is_peak &= band > _masking_trace(band)
     # Below the signal's mean level or far below its loudest bin is background.
     mean = float(band.mean())
-    floor = max(mean, float(band.max()) - _SILENCE_DB_BELOW_MAX / 10.0 * np.log(10.0))
+    floor = max(mean, float(band.max()) - SILENCE_DB_BELOW_MAX / 10.0 * np.log(10.0))
+    return peaks_in(
+        band, floor=floor, reference=mean, peaks_per_second=peaks_per_second, n_frames=n_frames
+    )
+
+
+def peaks_in(
+    band: NDArray[np.float32],
+    *,
+    floor: float,
+    reference: float,
+    peaks_per_second: float,
+    n_frames: int,
+    row0: int = 0,
+    first: int = 0,
+    stop: int | None = None,
+) -> Peaks:
+    """The peaks of frames ``[first, stop)`` of ``band`` (bins MIN_BIN-1..MAX_BIN).
+
+    The tests of :func:`find_peaks` with the level ``floor`` and strengths taken
+    above ``reference`` given, so that a streaming fingerprinter can run them on a
+    window of the spectrogram: ``band`` row 0 is frame ``row0``, and rows outside
+    ``[first, stop)`` are context for the masking trace and the neighbourhood only.
+    ``n_frames`` is the length of the signal, which sets the last block's quota.
+    """
+    stop = row0 + band.shape[0] if stop is None else stop
+    is_peak = band == maximum_filter(band, size=NEIGHBOURHOOD, mode="nearest")
+    is_peak &= band > _masking_trace(band)
     is_peak &= band > floor
     is_peak[:, [0, -1]] = False
-    frames, bins = np.nonzero(is_peak)
-    strength = band[frames, bins] - mean
+    is_peak[: first - row0] = False
+    is_peak[stop - row0 :] = False
+    rows, bins = np.nonzero(is_peak)
+    strength = band[rows, bins] - reference
+    frames = rows + row0
 
     keep = _strongest_per_block(frames, strength, peaks_per_second, n_frames)
-    frames, bins, strength = frames[keep], bins[keep], strength[keep]
+    rows, bins, strength, frames = rows[keep], bins[keep], strength[keep], frames[keep]
 
-    left = band[frames, bins - 1]
-    centre = band[frames, bins]
-    right = band[frames, bins + 1]
+    left = band[rows, bins - 1]
+    centre = band[rows, bins]
+    right = band[rows, bins + 1]
     curvature = left - 2.0 * centre + right
     safe = np.where(curvature < 0, curvature, -1.0)
     shift = np.where(curvature < 0, 0.5 * (left - right) / safe, 0.0)
@@ -131,12 +159,12 @@ def _strongest_per_block(
     """Indices of the ``per_second`` strongest peaks in each one-second block."""
     if frames.size == 0:
         return np.zeros(0, dtype=np.intp)
-    block = frames // _BLOCK_FRAMES
+    block = frames // BLOCK_FRAMES
     order = np.lexsort((-strength, block))
     sorted_block = block[order]
     starts = np.searchsorted(sorted_block, sorted_block, side="left")
     rank = np.arange(sorted_block.size) - starts
     # The last block is partial; scale its quota by the frames it holds.
-    block_frames = np.minimum(_BLOCK_FRAMES, n_frames - sorted_block * _BLOCK_FRAMES)
-    quota = np.ceil(per_second * block_frames / _BLOCK_FRAMES)
+    block_frames = np.minimum(BLOCK_FRAMES, n_frames - sorted_block * BLOCK_FRAMES)
+    quota = np.ceil(per_second * block_frames / BLOCK_FRAMES)
     return np.sort(order[rank < quota])
