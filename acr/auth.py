@@ -12,22 +12,29 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
-from enum import StrEnum
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from acr.db.models import ApiKey, App, Organisation, utcnow
+from acr.roles import Role
+
+__all__ = [
+    "AuthError",
+    "CreatedKey",
+    "KeyScopeError",
+    "Principal",
+    "Role",
+    "authenticate",
+    "create_key",
+    "ensure_app",
+    "ensure_organisation",
+    "revoke_key",
+]
 
 KEY_PATTERN = re.compile(r"^acr_([A-Za-z0-9]{12})_([A-Za-z0-9]{32})$")
 _ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 SLUG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,99}$")
-
-
-class Role(StrEnum):
-    ADMIN = "admin"
-    CAMPAIGN_MANAGER = "campaign_manager"
-    VIEWER_APP = "viewer_app"
 
 
 class AuthError(Exception):

@@ -10,16 +10,21 @@ import argparse
 import json
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from acr.auth import KeyScopeError, Role, create_key, revoke_key
 from acr.cli import EXIT_FAILED, EXIT_OK, Command, register
-from acr.db.session import migrate
-from acr.settings import Settings
+from acr.roles import Role
+
+if TYPE_CHECKING:
+    from acr.settings import Settings
+
+# The database layer and the web stack are imported by the commands that use them,
+# so that `acr match` and the other core commands start without them.
 
 
 def prepare(settings: Settings) -> None:
     """Make the data directory usable: schema migrated, index created, secret kept."""
+    from acr.db.session import migrate
     from acr.index.store import Index
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -48,6 +53,7 @@ def _configure_serve(parser: argparse.ArgumentParser) -> None:
 def _run_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from acr.settings import Settings
     from api.observability import configure_logging
 
     settings = Settings()
@@ -98,8 +104,10 @@ def _configure_keys(parser: argparse.ArgumentParser) -> None:
 def _run_keys(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
+    from acr.auth import KeyScopeError, create_key, revoke_key
     from acr.db.models import ApiKey
     from acr.db.session import make_engine, session_factory, write_session
+    from acr.settings import Settings
 
     settings = Settings()
     prepare(settings)

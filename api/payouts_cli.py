@@ -17,9 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from acr.cli import EXIT_FAILED, EXIT_OK, Command, register
-from acr.settings import Settings
+
+if TYPE_CHECKING:
+    from acr.settings import Settings
 
 
 def _configure(parser: argparse.ArgumentParser) -> None:
@@ -81,6 +84,7 @@ def _run_pass(settings: Settings, as_json: bool) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from acr.db.session import migrate
+    from acr.settings import Settings
 
     settings = Settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
