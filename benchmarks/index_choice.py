@@ -76,6 +76,7 @@ from acr.signals.audio.codes import CODE_BITS
 from acr.signals.audio.decode import decode_audio
 from benchmarks.corpus import DEFAULT_CACHE_DIR, Track, ensure_corpus
 from benchmarks.degrade import add_white_noise
+from benchmarks.run import cpu_model
 
 SEED = 20261126
 """Seed of the query clips (starts and noise)."""
@@ -1149,16 +1150,8 @@ def flip_gain(codes: CodeSets, truth: Sequence[Int64Array]) -> FlipGain:
 
 def machine() -> dict[str, Any]:
     """CPU, cores, load and library versions of this run."""
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     return {
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "usable_cores": len(os.sched_getaffinity(0)),
         "load_average": [round(x, 2) for x in os.getloadavg()],

@@ -75,16 +75,19 @@ def _common_dir(git_dir: Path) -> Path:
     return (git_dir / common.read_text().strip()).resolve() if common.is_file() else git_dir
 
 
-def machine_info() -> dict[str, Any]:
-    """CPU model, core counts, memory, OS and library versions."""
-    cpu_model = platform.processor() or "unknown"
+def cpu_model() -> str:
+    """The processor's model name (from /proc/cpuinfo where there is one)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return platform.processor() or "unknown"
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, core counts, memory, OS and library versions."""
     memory_gb = float("nan")
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -100,7 +103,7 @@ def machine_info() -> dict[str, Any]:
         except ImportError:
             versions[name] = "missing"
     return {
-        "cpu_model": cpu_model,
+        "cpu_model": cpu_model(),
         "cores": os.cpu_count(),
         "usable_cores": len(os.sched_getaffinity(0)),
         "memory_gb": memory_gb,
