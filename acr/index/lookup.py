@@ -64,14 +64,20 @@ class CodeLookup:
         for start, end in self._ranges.pop(key, []):
             self._live[start:end] = False
 
-    def search(self, codes: NDArray[np.uint32], frames: NDArray[np.uint32]) -> Hits:
-        """Every live posting whose code is within one bit of a query code."""
+    def search(
+        self, codes: NDArray[np.uint32], frames: NDArray[np.uint32], *, max_flips: int = BIT_FLIPS
+    ) -> Hits:
+        """Every live posting whose code is within ``max_flips`` bits (at most one) of a query code.
+
+        ``max_flips=0`` returns exact code matches only: the same hash probes, a
+        twentieth of the hits, for a cheap first look.
+        """
         if codes.size == 0 or self._keys.size == 0:
             empty = np.zeros(0, dtype=np.int64)
             return Hits(empty, empty, empty)
         query = packed_bytes(codes)
         # FAISS range search keeps distances strictly below the radius.
-        lims, _, ids = self._faiss.range_search(query, BIT_FLIPS + 1)
+        lims, _, ids = self._faiss.range_search(query, min(max_flips, BIT_FLIPS) + 1)
         which_query = np.repeat(np.arange(codes.size), np.diff(lims.astype(np.int64)))
         live = self._live[ids]
         ids = ids[live]
