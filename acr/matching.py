@@ -72,6 +72,8 @@ class Alignment:
     query_end_frame: int
     evidence: float
     confidence: float
+    pitch: float = 1.0
+    """Frequency factor of the query relative to the reference (1.0 = same pitch)."""
 
 
 def confidence_from_evidence(evidence: float) -> float:

@@ -22,7 +22,12 @@ class Match:
     score : int
         Number of the sample's fingerprint codes found on the alignment.
     speed : float
-        Playback speed of the sample relative to the reference (1.02 = 2 % fast).
+        Tempo of the sample relative to the reference (1.02 = 2 % fast):
+        reference seconds per second of the sample.
+    pitch : float
+        Frequency factor of the sample relative to the reference (1.02 = 2 %
+        higher; equal to ``speed`` for a sample played fast, 1.0 for one
+        time-stretched with its pitch kept).
     query_start_s, query_end_s : float
         The stretch of the sample that this match explains: the whole sample
         for :attr:`MatchResult.matches`, the piece for :attr:`MatchResult.segments`.
@@ -35,6 +40,7 @@ class Match:
     confidence: float
     score: int
     speed: float
+    pitch: float
     query_start_s: float
     query_end_s: float
     duration_s: float
@@ -49,6 +55,7 @@ class Match:
             "confidence": round(self.confidence, 4),
             "score": self.score,
             "speed": round(self.speed, 4),
+            "pitch": round(self.pitch, 4),
             "query_start_s": round(self.query_start_s, 3),
             "query_end_s": round(self.query_end_s, 3),
             "duration_s": round(self.duration_s, 3),

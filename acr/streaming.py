@@ -341,6 +341,7 @@ class Matcher(Protocol):
         top_k: int = 1,
         min_confidence: float = DEFAULT_MIN_CONFIDENCE,
         started: float | None = None,
+        warps: bool = True,
     ) -> MatchResult: ...
 
 
@@ -463,9 +464,9 @@ class StreamMatcher:
             return None
         if self.heard_s < self.plan.first_s:
             return None
-        return self._look(fingerprints)
+        return self._look(fingerprints, final=True)
 
-    def _look(self, fingerprints: Fingerprints) -> Match | None:
+    def _look(self, fingerprints: Fingerprints, *, final: bool = False) -> Match | None:
         started = time.perf_counter()
         self._looked_at = self._received
         best_evidence = -math.inf
@@ -474,8 +475,14 @@ class StreamMatcher:
         if len(fingerprints):
             # Asked with no threshold: the best candidate's evidence is kept for the
             # benchmark's false-positive analysis; the threshold is applied here.
+            # Speed, pitch and tempo warps (acr.search) cost twenty-odd lookups, too
+            # many for every look: only the last look of a stream searches them.
             result = self.index.match_fingerprints(
-                fingerprints, top_k=max(1, self.top_k), min_confidence=0.0, started=started
+                fingerprints,
+                top_k=max(1, self.top_k),
+                min_confidence=0.0,
+                started=started,
+                warps=final,
             )
             if result.matches:
                 best_evidence = evidence_from_confidence(result.matches[0].confidence)

@@ -504,6 +504,9 @@ class Degradation:
     timing_preserved : bool
         Whether output time maps 1:1 onto source time, so offset errors are
         meaningful (false for speed and tempo changes).
+    pitch_factor : float
+        Frequency factor of the output relative to the source (1.02 for a 2%
+        speed-up or a pitch shift of about a third of a semitone).
     """
 
     name: str
@@ -511,6 +514,7 @@ class Degradation:
     apply: Degrader
     time_factor: float = 1.0
     timing_preserved: bool = True
+    pitch_factor: float = 1.0
 
 
 def _noise(
@@ -565,12 +569,36 @@ REGISTRY: tuple[Degradation, ...] = (
     Degradation("reverb", "room reverb, RT60 0.4-0.8 s, 40-60% wet", _reverb_room),
     Degradation("mp3_32k", "MP3 32 kbit/s CBR (LAME) at 44.1 kHz", _mp3_32k),
     Degradation("opus_32k", "Opus 32 kbit/s VBR at 48 kHz", _opus_32k),
-    Degradation("speed+2", "speed +2% (pitch and tempo)", _timing(speed, 1.02), 1.02, False),
-    Degradation("speed-2", "speed -2% (pitch and tempo)", _timing(speed, 0.98), 0.98, False),
-    Degradation("tempo+5", "tempo +5%, pitch kept (atempo)", _timing(tempo, 1.05), 1.05, False),
-    Degradation("tempo-5", "tempo -5%, pitch kept (atempo)", _timing(tempo, 0.95), 0.95, False),
-    Degradation("pitch+1", "pitch +1 semitone, duration kept", _timing(pitch, 1.0)),
-    Degradation("pitch-1", "pitch -1 semitone, duration kept", _timing(pitch, -1.0)),
+    *(
+        Degradation(
+            f"speed{percent:+d}",
+            f"speed {percent:+d}% (pitch and tempo)",
+            _timing(speed, 1 + percent / 100),
+            1 + percent / 100,
+            False,
+            1 + percent / 100,
+        )
+        for percent in (2, -2, 5, -5, 10, -10)
+    ),
+    *(
+        Degradation(
+            f"tempo{percent:+d}",
+            f"tempo {percent:+d}%, pitch kept (atempo)",
+            _timing(tempo, 1 + percent / 100),
+            1 + percent / 100,
+            False,
+        )
+        for percent in (5, -5, 10, -10)
+    ),
+    *(
+        Degradation(
+            f"pitch{semitones:+g}",
+            f"pitch {semitones:+g} semitone{'s' if abs(semitones) != 1 else ''}, duration kept",
+            _timing(pitch, semitones),
+            pitch_factor=2.0 ** (semitones / 12),
+        )
+        for semitones in (0.5, -0.5, 1.0, -1.0, 1.5, -1.5)
+    ),
     Degradation("telephone", "300-3400 Hz band, 8 kHz, white noise 10 dB SNR", telephone),
     Degradation(
         "phone_mic",

@@ -89,6 +89,7 @@ class Outcome:
     confidence: float | None
     score: int | None
     speed: float | None
+    pitch: float | None
     content_ok: bool
     correct: bool
     equivalent_offset_s: float | None
@@ -144,7 +145,19 @@ TARGETS: tuple[Target, ...] = (
     Target("5 s speed -2%, top-1", "acc:speed-2:5", 95.0, True, "%"),
     Target("5 s telephone, top-1", "acc:telephone:5", 95.0, True, "%"),
     Target("5 s phone microphone, top-1", "acc:phone_mic:5", 95.0, True, "%"),
-    Target("1 s clean, top-1", "acc:clean:1", 85.0, True, "%"),
+    Target("5 s speed +5%, top-1", "acc:speed+5:5", 95.0, True, "%"),
+    Target("5 s speed -5%, top-1", "acc:speed-5:5", 95.0, True, "%"),
+    Target("5 s tempo +5%, top-1", "acc:tempo+5:5", 95.0, True, "%"),
+    Target("5 s tempo -5%, top-1", "acc:tempo-5:5", 95.0, True, "%"),
+    Target("5 s pitch +1 semitone, top-1", "acc:pitch+1:5", 95.0, True, "%"),
+    Target("5 s pitch -1 semitone, top-1", "acc:pitch-1:5", 95.0, True, "%"),
+    Target("5 s speed +10%, top-1", "acc:speed+10:5", 90.0, True, "%"),
+    Target("5 s speed -10%, top-1", "acc:speed-10:5", 90.0, True, "%"),
+    Target("5 s tempo +10%, top-1", "acc:tempo+10:5", 90.0, True, "%"),
+    Target("5 s tempo -10%, top-1", "acc:tempo-10:5", 90.0, True, "%"),
+    Target("1 s clean, top-1", "acc:clean:1", 95.0, True, "%"),
+    Target("2 s white noise 5 dB, top-1", "acc:white5:2", 90.0, True, "%"),
+    Target("2 s pink noise 5 dB, top-1", "acc:pink5:2", 90.0, True, "%"),
     Target("false positives on negatives", "fp_rate", 0.5, False, "%"),
     Target("p50 latency, 5 s decoded sample", "latency_p50_5s", 20.0, False, "ms"),
     Target("extraction speed, decoded PCM", "extract_xrt_per_core", 200.0, True, "x RT/core"),
@@ -188,6 +201,7 @@ def summarize(
     timing_preserved: Mapping[str, bool],
     costs: Mapping[str, Any],
     *,
+    factors: Mapping[str, tuple[float, float]] | None = None,
     calibrated: bool = True,
     default_threshold: float = 0.5,
 ) -> dict[str, Any]:
@@ -202,6 +216,9 @@ def summarize(
     timing_preserved : Mapping of str to bool
         For each degradation, whether offsets are meaningful (no speed or
         tempo change).
+    factors : Mapping of str to (float, float), optional
+        For degradations that change speed, tempo or pitch: the true (tempo,
+        pitch) factors, against which the reported ones are scored.
     costs : Mapping
         Measured costs: ``extract_xrt_per_core``, ``index_mb_per_hour``, ... are
         copied into the summary and used for the targets.
@@ -252,6 +269,7 @@ def summarize(
         "p95_ms": _quantile(pooled, 0.95),
     }
     summary["offset_error"] = offsets
+    summary["factors"] = _factor_errors(positives, factors or {})
 
     # False positives.
     fp_by_length: dict[str, dict[str, float | int | None]] = {}
@@ -314,6 +332,33 @@ def summarize(
     )
     summary["targets"] = evaluate_targets(summary)
     return summary
+
+
+def _factor_errors(
+    positives: Sequence[Outcome], factors: Mapping[str, tuple[float, float]]
+) -> dict[str, dict[str, float | int | None]]:
+    """Error of the reported tempo and pitch factors on correct matches, in %."""
+    table: dict[str, dict[str, float | int | None]] = {}
+    for deg, (true_tempo, true_pitch) in factors.items():
+        found = [
+            (o.speed, o.pitch)
+            for o in positives
+            if o.degradation == deg and o.correct and o.speed is not None and o.pitch is not None
+        ]
+        tempo_err = [100.0 * abs(t / true_tempo - 1.0) for t, _ in found]
+        pitch_err = [100.0 * abs(p / true_pitch - 1.0) for _, p in found]
+        both = sum(t <= 1.0 and p <= 1.0 for t, p in zip(tempo_err, pitch_err, strict=True))
+        table[deg] = {
+            "n": len(found),
+            "tempo": true_tempo,
+            "pitch": true_pitch,
+            "tempo_err_median_pct": _quantile(tempo_err, 0.5),
+            "tempo_err_p95_pct": _quantile(tempo_err, 0.95),
+            "pitch_err_median_pct": _quantile(pitch_err, 0.5),
+            "pitch_err_p95_pct": _quantile(pitch_err, 0.95),
+            "within_1pct": _pct(both, len(found)),
+        }
+    return table
 
 
 def calibration(
@@ -588,6 +633,23 @@ def render_markdown(summary: Mapping[str, Any], run: Mapping[str, Any]) -> str:
         kept = "yes" if row["timing_preserved"] else "no"
         add(f"| {deg} | {row['n']} | {_fmt(row['median_ms'])} | {_fmt(row['p95_ms'])} | {kept} |")
     add("")
+
+    if summary.get("factors"):
+        add("## Reported tempo and pitch factors on correct matches (all lengths)")
+        add("")
+        add(
+            "| degradation | true tempo | true pitch | n | tempo error median/p95 % "
+            "| pitch error median/p95 % | both within 1 %, % |"
+        )
+        add("|---|---:|---:|---:|---:|---:|---:|")
+        for deg, row in summary["factors"].items():
+            add(
+                f"| {deg} | {row['tempo']:.4f} | {row['pitch']:.4f} | {row['n']} | "
+                f"{_fmt(row['tempo_err_median_pct'], 2)} / {_fmt(row['tempo_err_p95_pct'], 2)} | "
+                f"{_fmt(row['pitch_err_median_pct'], 2)} / {_fmt(row['pitch_err_p95_pct'], 2)} | "
+                f"{_fmt(row['within_1pct'])} |"
+            )
+        add("")
 
     fp = summary["false_positives"]
     add("## False positives on never-indexed music")

@@ -471,6 +471,7 @@ def match_one(
         confidence=best.confidence if best else None,
         score=best.score if best else None,
         speed=best.speed if best else None,
+        pitch=best.pitch if best else None,
         content_ok=content_ok,
         correct=correct,
         equivalent_offset_s=equivalent,
@@ -606,12 +607,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     timings["total_s"] = time.perf_counter() - started
     load_at_end = list(os.getloadavg())
 
-    timing_preserved = {name: get_degradation(name).timing_preserved for name in plan.degradations}
+    conditions = [get_degradation(name) for name in plan.degradations]
+    timing_preserved = {d.name: d.timing_preserved for d in conditions}
+    factors = {
+        d.name: (d.time_factor, d.pitch_factor)
+        for d in conditions
+        if (d.time_factor, d.pitch_factor) != (1.0, 1.0)
+    }
     summary = summarize(
         positives,
         negatives,
         timing_preserved,
         costs,
+        factors=factors,
         calibrated=not args.quick,
         default_threshold=DEFAULT_MIN_CONFIDENCE,
     )

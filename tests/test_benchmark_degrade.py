@@ -159,11 +159,15 @@ def test_gain_and_soft_clip() -> None:
 
 def test_registry_order_and_names() -> None:
     names = [d.name for d in degrade.REGISTRY]
-    assert names[:18] == [
+    assert names == [
         "clean", "white10", "white5", "white0", "pink10", "pink5", "pink0", "reverb",
-        "mp3_32k", "opus_32k", "speed+2", "speed-2", "tempo+5", "tempo-5",
-        "pitch+1", "pitch-1", "telephone", "phone_mic",
+        "mp3_32k", "opus_32k", "speed+2", "speed-2", "speed+5", "speed-5", "speed+10",
+        "speed-10", "tempo+5", "tempo-5", "tempo+10", "tempo-10", "pitch+0.5", "pitch-0.5",
+        "pitch+1", "pitch-1", "pitch+1.5", "pitch-1.5", "telephone", "phone_mic", "gain",
     ]  # fmt: skip
+    assert degrade.get("speed-10").pitch_factor == degrade.get("speed-10").time_factor == 0.9
+    assert degrade.get("tempo+10").pitch_factor == 1.0
+    assert degrade.get("pitch-1.5").pitch_factor == pytest.approx(2 ** (-1.5 / 12))
     assert len(set(names)) == len(names)
     with pytest.raises(KeyError):
         degrade.get("nope")

@@ -55,11 +55,16 @@ class SharedIndex:
         top_k: int = 1,
         min_confidence: float = DEFAULT_MIN_CONFIDENCE,
         started: float | None = None,
+        warps: bool = True,
     ) -> MatchResult:
         started = time.perf_counter() if started is None else started
         with self._lock:
             return self._open().match_fingerprints(
-                fingerprints, top_k=top_k, min_confidence=min_confidence, started=started
+                fingerprints,
+                top_k=top_k,
+                min_confidence=min_confidence,
+                started=started,
+                warps=warps,
             )
 
     def close(self) -> None:

@@ -41,8 +41,9 @@ from acr.index.segment import (
     read_segment,
     write_segment,
 )
-from acr.matching import DEFAULT_MIN_CONFIDENCE, Alignment, align, segment_alignments
+from acr.matching import DEFAULT_MIN_CONFIDENCE, Alignment
 from acr.results import Match, MatchResult
+from acr.search import Query, identify
 from acr.signals.audio import AudioSignal
 from acr.signals.base import Fingerprints, MediaSource
 
@@ -183,6 +184,13 @@ class Index:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+    @property
+    def lookup(self) -> CodeLookup:
+        """The searchable postings (what :mod:`acr.search` looks codes up in)."""
+        if self.readonly:
+            self.refresh()
+        return self._lookup
 
     @property
     def readonly(self) -> bool:
@@ -442,8 +450,13 @@ class Index:
         top_k: int = 1,
         min_confidence: float = DEFAULT_MIN_CONFIDENCE,
         started: float | None = None,
+        warps: bool = True,
     ) -> MatchResult:
-        """Identify a sample from its query fingerprints (e.g. computed on the client)."""
+        """Identify a sample from its query fingerprints (e.g. computed on the client).
+
+        ``warps=False`` skips the search over speed, pitch and tempo changes
+        (see :mod:`acr.search`) when the sample does not match as it is.
+        """
         started = time.perf_counter() if started is None else started
         if fingerprints.kind != self.signal.name or not np.isclose(
             fingerprints.hop_s, self.signal.hop_s
@@ -455,34 +468,18 @@ class Index:
             )
         if self.readonly:
             self.refresh()
-        hits = self._lookup.search(fingerprints.codes, fingerprints.frames)
         hop_s = fingerprints.hop_s
-        query_frames = max(1, round(fingerprints.duration_s / fingerprints.hop_s))
 
         def ref_frames(key: int) -> int:
             return round(self._records[key].duration_s / hop_s)
 
-        n_references = max(1, len(self._records))
-        ranked = align(
-            hits,
-            query_frames=query_frames,
-            ref_frames=ref_frames,
-            n_references=n_references,
-            top_k=max(1, top_k),
+        found = identify(
+            Query(fingerprints, self._lookup, ref_frames, max(1, len(self._records))),
+            top_k=top_k,
             min_confidence=min_confidence,
+            warps=warps,
         )
-        pieces = (
-            segment_alignments(
-                hits,
-                ranked[0],
-                query_frames=query_frames,
-                ref_frames=ref_frames,
-                n_references=n_references,
-                min_confidence=min_confidence,
-            )
-            if ranked
-            else []
-        )
+        ranked, pieces, query_frames = found.ranked, found.pieces, found.query_frames
         whole = (0, query_frames - 1)
         return MatchResult(
             matches=[self._to_match(a, hop_s, whole) for a in ranked],
@@ -515,6 +512,7 @@ class Index:
             confidence=alignment.confidence,
             score=alignment.inliers,
             speed=alignment.scale,
+            pitch=alignment.pitch,
             query_start_s=first * hop_s,
             query_end_s=(last + 1) * hop_s,
             duration_s=record.duration_s,

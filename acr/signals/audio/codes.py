@@ -36,11 +36,11 @@ LEVEL_STEP = 0.8
 """Level difference of a pair is coded in four steps: below -LEVEL_STEP, below 0,
 below +LEVEL_STEP, above (natural-log power units; 0.8 ≈ 3.5 dB)."""
 
-_F1_BITS = 8
-_RATIO_BITS = 7
-_DT_BITS = 6
-_LEVEL_BITS = 2
-CODE_BITS = _LEVEL_BITS + _F1_BITS + _RATIO_BITS + _DT_BITS
+F1_BITS = 8
+RATIO_BITS = 7
+DT_BITS = 6
+LEVEL_BITS = 2
+CODE_BITS = LEVEL_BITS + F1_BITS + RATIO_BITS + DT_BITS
 """Width of a code in the index: 23 bits, stored in 3 bytes."""
 
 _CANDIDATE_WINDOW = 48
@@ -50,6 +50,14 @@ _CANDIDATE_WINDOW = 48
 def gray(values: NDArray[np.int64]) -> NDArray[np.int64]:
     """Binary-reflected Gray code: consecutive integers differ in one bit."""
     return values ^ (values >> 1)
+
+
+def ungray(values: NDArray[np.int64]) -> NDArray[np.int64]:
+    """Inverse of :func:`gray` for values of up to 16 bits."""
+    binary = values.copy()
+    for shift in (1, 2, 4, 8):
+        binary ^= binary >> shift
+    return binary
 
 
 def pair_codes(peaks: Peaks, *, fanout: int) -> tuple[NDArray[np.uint32], NDArray[np.uint32]]:
@@ -95,11 +103,11 @@ def pair_codes(peaks: Peaks, *, fanout: int) -> tuple[NDArray[np.uint32], NDArra
     target_idx = targets[anchor_idx, column]
 
     f1_band = np.floor(F1_BANDS_PER_OCTAVE * (log_hz[anchor_idx] - np.log2(MIN_HZ)))
-    f1_band = np.clip(f1_band, 0, (1 << _F1_BITS) - 1).astype(np.int64)
+    f1_band = np.clip(f1_band, 0, (1 << F1_BITS) - 1).astype(np.int64)
     ratio_band = np.floor(
         RATIO_BANDS_PER_OCTAVE * (log_ratio[anchor_idx, column] + MAX_RATIO_OCTAVES)
     )
-    ratio_band = np.clip(ratio_band, 0, (1 << _RATIO_BITS) - 1).astype(np.int64)
+    ratio_band = np.clip(ratio_band, 0, (1 << RATIO_BITS) - 1).astype(np.int64)
     dt_field = dt[anchor_idx, column].astype(np.int64)
     level_step = np.digitize(
         peaks.strength[target_idx] - peaks.strength[anchor_idx],
@@ -107,9 +115,9 @@ def pair_codes(peaks: Peaks, *, fanout: int) -> tuple[NDArray[np.uint32], NDArra
     ).astype(np.int64)
 
     codes = (
-        (gray(level_step) << (_F1_BITS + _RATIO_BITS + _DT_BITS))
-        | (gray(f1_band) << (_RATIO_BITS + _DT_BITS))
-        | (gray(ratio_band) << _DT_BITS)
+        (gray(level_step) << (F1_BITS + RATIO_BITS + DT_BITS))
+        | (gray(f1_band) << (RATIO_BITS + DT_BITS))
+        | (gray(ratio_band) << DT_BITS)
         | gray(dt_field)
     )
     return codes.astype(np.uint32), peaks.frames[anchor_idx].astype(np.uint32)

@@ -1,0 +1,292 @@
+"""Stage 6: the search — which lookups a query makes and which alignment wins.
+
+A sample is looked up as it is first. Most samples are the reference played
+at its own speed, give or take the few per cent that the matcher's Hough
+search absorbs, and are answered there. Only when that look finds nothing
+confident is the sample warped (:mod:`acr.signals.audio.warp`): every
+hypothesis of the grid — speed, pitch alone, tempo alone, up to ±10 % — is
+looked up for exact code matches only, which costs the same probes but a
+twentieth of the hits; the few hypotheses with the strongest alignments are
+then looked up in full and aligned like the sample itself.
+
+Looking at many hypotheses gives chance more tries, so a warped alignment's
+evidence is reduced by ``log10`` of the number of hypotheses (the same
+Bonferroni correction, on the evidence's own scale, that the streaming
+matcher applies to its looks).
+
+The procedure only sees a :class:`Lookup`, so a sharded index that
+concatenates the hits of its shards gets the single-node answer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from acr.matching import (
+    DEFAULT_MIN_CONFIDENCE,
+    INLIER_FRAMES,
+    Alignment,
+    Hits,
+    align,
+    confidence_from_evidence,
+    segment_alignments,
+)
+from acr.signals.audio.codes import F1_BANDS_PER_OCTAVE
+from acr.signals.audio.warp import IDENTITY, Warp, warp_codes, warp_grid
+from acr.signals.base import Fingerprints
+
+WARPS = warp_grid()
+"""Hypotheses tried when the sample does not match as it is."""
+SHORTLIST = 3
+"""Hypotheses looked up in full after the exact-code screen."""
+TILTED_SCALE = 0.015
+"""A sample aligned at a scale this far from 1 is searched under the warps too:
+a larger change fits the matcher's scales over part of the sample only, and
+such a partial line gets the offset wrong by a fraction of a second."""
+WARP_PENALTY = 8.0
+"""Evidence taken off a warped alignment.
+
+The best of many hypotheses is a maximum over many chance scores, and its
+tail is heavier than ``log10`` of the number tried would correct: on 518
+clips of never-indexed music (``python -m benchmarks.warp_penalty``; clips
+and seed disjoint from the benchmark's negatives) the warped evidence
+exceeded the unwarped one by 4.6 at the 99th percentile, 7.3 at the
+99.5th and 12 at the maximum. 8 keeps the warped tail at or below the
+unwarped one up to the 99.5th percentile."""
+PITCH_SEARCH_BANDS = 1
+"""Band steps tried either side when measuring a match's pitch."""
+
+
+class Lookup(Protocol):
+    """What the search needs of an index: hits for codes."""
+
+    def search(
+        self, codes: NDArray[np.uint32], frames: NDArray[np.uint32], *, max_flips: int = ...
+    ) -> Hits: ...
+
+
+@dataclass(frozen=True)
+class Identification:
+    """The alignments of one sample, in its own time base.
+
+    Attributes
+    ----------
+    ranked : list of Alignment
+        Best first, one per reference, at most ``top_k``. Query frames and
+        scales are those of the sample as recorded; ``scale`` is the total
+        tempo (reference frames per sample frame) and ``pitch`` the frequency factor.
+    pieces : list of Alignment
+        Disjoint stretches of the sample explained by different references,
+        in sample order (empty when nothing matched).
+    query_frames : int
+        Length of the sample in frames.
+    """
+
+    ranked: list[Alignment]
+    pieces: list[Alignment]
+    query_frames: int
+
+
+@dataclass(frozen=True)
+class Query:
+    """One sample's search: where to look and how to score what is found.
+
+    Attributes
+    ----------
+    fingerprints : Fingerprints
+        Query fingerprints of the sample.
+    lookup : Lookup
+        The index (or all its shards) to search.
+    ref_frames : callable
+        Length in frames of the reference with a given key.
+    n_references : int
+        Number of references searched (for the multiple-test correction).
+    """
+
+    fingerprints: Fingerprints
+    lookup: Lookup
+    ref_frames: Callable[[int], int]
+    n_references: int
+
+    @property
+    def frames(self) -> int:
+        """Length of the sample in frames."""
+        return max(1, round(self.fingerprints.duration_s / self.fingerprints.hop_s))
+
+    def hits(self, warp: Warp, *, exact: bool = False) -> Hits:
+        """Look the sample's codes up as they would be under ``warp``.
+
+        ``exact`` returns exact code matches only, without the one-bit flips.
+        """
+        codes, frames = warp_codes(self.fingerprints.codes, self.fingerprints.frames, warp)
+        if exact:
+            return self.lookup.search(codes, frames, max_flips=0)
+        return self.lookup.search(codes, frames)
+
+    def align(
+        self, warp: Warp, hits: Hits, *, top_k: int, min_confidence: float
+    ) -> list[Alignment]:
+        """The best alignments of hits found under ``warp`` (frames warped, evidence raw)."""
+        return align(
+            hits,
+            query_frames=max(1, round(self.frames * warp.tempo)),
+            ref_frames=self.ref_frames,
+            n_references=self.n_references,
+            top_k=top_k,
+            min_confidence=min_confidence,
+        )
+
+
+def identify(
+    query: Query,
+    *,
+    top_k: int = 1,
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+    warps: bool = True,
+) -> Identification:
+    """Align a sample with the references, under a warp if it was played differently.
+
+    Parameters
+    ----------
+    query : Query
+        The sample and the index to search.
+    top_k : int
+        Number of distinct references to return at most.
+    min_confidence : float
+        Alignments below this confidence are not returned.
+    warps : bool
+        Search speed, pitch and tempo changes beyond the matcher's own few per
+        cent when the sample does not match as it is.
+
+    Returns
+    -------
+    Identification
+    """
+    top_k = max(1, top_k)
+    hits = query.hits(IDENTITY)
+    ranked = query.align(IDENTITY, hits, top_k=top_k, min_confidence=min_confidence)
+    warp = IDENTITY
+    unsure = (
+        not ranked
+        or ranked[0].confidence < max(min_confidence, DEFAULT_MIN_CONFIDENCE)
+        or abs(ranked[0].scale - 1.0) >= TILTED_SCALE
+    )
+    if warps and unsure and len(query.fingerprints):
+        warped = best_warp(query, top_k=top_k)
+        if warped is not None:
+            penalized = [_penalized(a) for a in warped[2]]
+            if penalized[0].confidence >= min_confidence and (
+                not ranked or penalized[0].evidence > ranked[0].evidence
+            ):
+                warp, hits, ranked = warped[0], warped[1], penalized
+    if not ranked:
+        return Identification([], [], query.frames)
+    pieces = segment_alignments(
+        hits,
+        ranked[0],
+        query_frames=max(1, round(query.frames * warp.tempo)),
+        ref_frames=query.ref_frames,
+        n_references=query.n_references,
+        min_confidence=min_confidence,
+    )
+    if not warp.is_identity:
+        pieces = [p if p is ranked[0] else _penalized(p) for p in pieces]
+        pieces = [p for p in pieces if p.confidence >= min_confidence]
+    best = _unwarped(ranked[0], warp)
+    if not warp.coupled:
+        best = replace(best, pitch=_measured_pitch(best, query))
+    return Identification(
+        ranked=[best, *(_unwarped(a, warp) for a in ranked[1:])],
+        pieces=[best if p is ranked[0] else _unwarped(p, warp) for p in pieces],
+        query_frames=query.frames,
+    )
+
+
+def best_warp(query: Query, *, top_k: int = 1) -> tuple[Warp, Hits, list[Alignment]] | None:
+    """The warp of the grid under which the sample aligns best, before any penalty.
+
+    Every warp is screened on exact code matches; the best few are looked up
+    in full and aligned.
+
+    Returns
+    -------
+    tuple or None
+        The winning warp, its hits and its alignments (raw evidence, frames
+        warped), or None when no warp aligns at all.
+    """
+    screened: list[tuple[float, Warp]] = []
+    for warp in WARPS:
+        exact = query.hits(warp, exact=True)
+        if exact.keys.size == 0:
+            continue
+        best = query.align(warp, exact, top_k=1, min_confidence=0.0)
+        if best:
+            screened.append((best[0].evidence, warp))
+    screened.sort(key=lambda item: item[0], reverse=True)
+    winner: tuple[Warp, Hits, list[Alignment]] | None = None
+    for _, warp in screened[:SHORTLIST]:
+        hits = query.hits(warp)
+        ranked = query.align(warp, hits, top_k=top_k, min_confidence=0.0)
+        if ranked and (winner is None or ranked[0].evidence > winner[2][0].evidence):
+            winner = (warp, hits, ranked)
+    return winner
+
+
+def _measured_pitch(alignment: Alignment, query: Query) -> float:
+    """The pitch factor under which most of the sample's codes meet the alignment exactly.
+
+    The codes are warped to the alignment's tempo and shifted by whole bands
+    around the pitch it was found at; the count of exact hits on its line
+    peaks at the true shift, located between bands by a parabola through the
+    peak and its neighbours.
+    """
+    start = round(math.log2(alignment.pitch) * F1_BANDS_PER_OCTAVE)
+    counts: dict[int, int] = {}
+
+    def count(bands: int) -> int:
+        if bands not in counts:
+            hits = query.hits(Warp(tempo=alignment.scale, pitch_bands=bands), exact=True)
+            mine = hits.keys == alignment.key
+            residual = hits.ref_frames[mine] - hits.query_frames[mine] - alignment.offset_frames
+            counts[bands] = int(np.count_nonzero(np.abs(residual) <= INLIER_FRAMES))
+        return counts[bands]
+
+    peak = max(range(start - PITCH_SEARCH_BANDS, start + PITCH_SEARCH_BANDS + 1), key=count)
+    # Climb while the peak sits on the edge of what was tried.
+    for _ in range(len(WARPS)):
+        if count(peak - 1) > count(peak):
+            peak -= 1
+        elif count(peak + 1) > count(peak):
+            peak += 1
+        else:
+            break
+    below, at, above = count(peak - 1), count(peak), count(peak + 1)
+    curvature = below - 2 * at + above
+    shift = 0.5 * (below - above) / curvature if curvature < 0 else 0.0
+    return float(2.0 ** ((peak + shift) / F1_BANDS_PER_OCTAVE))
+
+
+def _penalized(alignment: Alignment) -> Alignment:
+    """The alignment with its evidence corrected for the warps tried."""
+    evidence = alignment.evidence - WARP_PENALTY
+    return replace(alignment, evidence=evidence, confidence=confidence_from_evidence(evidence))
+
+
+def _unwarped(alignment: Alignment, warp: Warp) -> Alignment:
+    """Express an alignment found on warped frames in the sample's own frames."""
+    if warp.is_identity:
+        return alignment
+    scale = alignment.scale * warp.tempo
+    return replace(
+        alignment,
+        scale=scale,
+        pitch=scale if warp.coupled else warp.pitch,
+        query_start_frame=round(alignment.query_start_frame / warp.tempo),
+        query_end_frame=round(alignment.query_end_frame / warp.tempo),
+    )
