@@ -161,6 +161,18 @@ def authenticate(session: Session, presented: str) -> Principal:
         or not hmac.compare_digest(row.secret_hash, _digest(secret))
     ):
         raise AuthError("unknown or revoked API key")
+    return _principal(row)
+
+
+def principal_of_key(session: Session, key_id: str) -> Principal | None:
+    """The principal of a live key found by its id (a session that stored it); None if revoked."""
+    row = session.scalars(
+        select(ApiKey).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None))
+    ).first()
+    return None if row is None else _principal(row)
+
+
+def _principal(row: ApiKey) -> Principal:
     return Principal(row.id, Role(row.role), row.organisation_id, row.app_id)
 
 

@@ -14,7 +14,7 @@ from acr.payouts.scheduler import payouts_task
 from acr.periodic import PeriodicTask
 from acr.settings import Settings
 from acr.webhooks.delivery import WebhookWorker
-from api import limits, observability, problems
+from api import dashboard, limits, observability, problems
 from api.routers import (
     accounts,
     campaigns,
@@ -90,6 +90,7 @@ def create_app(services: Services | None = None, *, background: bool = True) -> 
         keys.router,
     ):
         app.include_router(router)
+    dashboard.install(app)
     limits.install(app, services.settings)
     observability.install(app)  # last: the outermost middleware sees every request
     return app

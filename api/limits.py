@@ -70,10 +70,11 @@ def route_limits(routes: Mapping[tuple[str, str], int], default: int = DEFAULT_L
 
 
 def settings_limits(settings: Settings) -> Limits:
-    """Uploads to ``POST /v1/content`` and samples to ``POST /v1/match`` by the settings."""
+    """Uploads (API and dashboard) and samples to ``POST /v1/match`` by the settings."""
     return route_limits(
         {
             ("POST", "/v1/content"): settings.max_upload_bytes + ENVELOPE_BYTES,
+            ("POST", "/dashboard/content"): settings.max_upload_bytes + ENVELOPE_BYTES,
             ("POST", "/v1/match"): settings.max_sample_bytes + ENVELOPE_BYTES,
         }
     )
