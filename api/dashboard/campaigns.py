@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.routing import APIRoute
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.responses import RedirectResponse, Response
@@ -48,19 +46,6 @@ NOTICES = {
     Action.ARCHIVE.value: "Archived.",
 }
 """Messages after a redirect, by a fixed code (the query string never carries text)."""
-
-
-def _api_action(action: Action) -> Callable[..., campaigns_api.CampaignView]:
-    """The API's own route function for ``POST /v1/campaigns/{id}/<action>``."""
-    name = f"{action.value}_campaign"
-    for route in campaigns_api.router.routes:
-        if isinstance(route, APIRoute) and route.name == name:
-            endpoint: Callable[..., campaigns_api.CampaignView] = route.endpoint
-            return endpoint
-    raise LookupError(f"the campaigns API has no route {name}")
-
-
-API_ACTIONS = {action: _api_action(action) for action in Action}
 
 
 @dataclass(frozen=True)
@@ -277,7 +262,7 @@ def campaign_action(
     _posted: FormDep,
 ) -> Response:
     try:
-        API_ACTIONS[action](campaign_id, visitor.principal, services)
+        campaigns_api.ACTION_ROUTES[action](campaign_id, visitor.principal, services)
     except Problem as problem:
         if problem.status != 409:
             raise

@@ -61,6 +61,7 @@ from acr.db.models import App, Campaign, Content, Organisation, Trigger, utcnow
 from acr.db.session import write_session
 from api.deps import ManagerDep, ServicesDep, SessionDep
 from api.problems import Problem, not_found, responses
+from api.services import Services
 
 router = APIRouter(prefix="/v1/campaigns", tags=["campaigns"], responses=responses(401, 403))
 
@@ -608,7 +609,10 @@ def update_campaign(
         return _view(campaign)
 
 
-def _action_route(action: Action) -> None:
+ActionRoute = Callable[[str, Principal, Services], CampaignView]
+
+
+def _action_route(action: Action) -> ActionRoute:
     def act(campaign_id: str, principal: ManagerDep, services: ServicesDep) -> CampaignView:
         with write_session(services.sessions) as session:
             campaign = _load(session, principal, campaign_id, lock=True)
@@ -637,10 +641,11 @@ def _action_route(action: Action) -> None:
         Action.ARCHIVE: "Hide a campaign for good (a running one stops).",
     }[action]
     router.post(f"/{{campaign_id}}/{action.value}", responses=responses(404, 409))(act)
+    return act
 
 
-for _action in Action:
-    _action_route(_action)
+ACTION_ROUTES: dict[Action, ActionRoute] = {action: _action_route(action) for action in Action}
+"""``POST /v1/campaigns/{id}/<action>`` by action (the dashboard calls them too)."""
 
 
 @router.post("/{campaign_id}/triggers", status_code=201, responses=responses(404, 409, 422))
