@@ -86,6 +86,10 @@ _PARENT_POLL_S = 2.0
 WORKER_CRASHED = "worker_crashed"
 """Failure code of a file whose worker process died while handling it."""
 
+_CRASHED_MESSAGE = (
+    "the worker process died while handling this file (a crash in the decoder or out of memory)"
+)
+
 _REFUSED_BATCH = (AcrError, ValueError, sqlite3.IntegrityError)
 """What :meth:`acr.Index.add_batch` raises for a batch it refuses because of one of its files."""
 
@@ -430,9 +434,11 @@ class _Runner:
         workers: int,
         batch_size: int,
         bar: tqdm[Any],
+        ray_address: str | None = None,
     ) -> None:
         self.index = index
         self.summary = summary
+        self.ray_address = ray_address
         self.workers = workers
         self.batch_size = batch_size
         self.bar = bar
@@ -505,7 +511,11 @@ class _Runner:
     def _new_pool(self) -> None:
         if self.pool is not None:
             _stop_pool(self.pool, kill=False)
-        if self.workers == 0:
+        if self.ray_address is not None:
+            from indexer.ray_backend import RayExecutor
+
+            self.pool = RayExecutor()
+        elif self.workers == 0:
             self.pool = _InlineExecutor()
         else:
             self.pool = cf.ProcessPoolExecutor(
@@ -539,18 +549,17 @@ class _Runner:
             self.broken = True
             if task.solo:
                 self._release(task)
-                self._fail(
-                    task.item.path,
-                    WORKER_CRASHED,
-                    "the worker process died while handling this file "
-                    "(a crash in the decoder or out of memory)",
-                )
+                self._fail(task.item.path, WORKER_CRASHED, _CRASHED_MESSAGE)
             else:
                 self.suspects.append(task)  # retried alone to find the culprit
             return
         except Exception as exc:  # e.g. a result that could not be sent back
             self._release(task)
-            self._fail(task.item.path, *describe_error(exc))
+            if self.ray_address is not None and _ray_worker_died(exc):
+                # Ray already ran it again elsewhere: this file kills its worker.
+                self._fail(task.item.path, WORKER_CRASHED, _CRASHED_MESSAGE)
+            else:
+                self._fail(task.item.path, *describe_error(exc))
             return
         value = outcome.value
         if outcome.code or value is None:
@@ -657,6 +666,12 @@ class _Runner:
         self.bar.update(1)
 
 
+def _ray_worker_died(exc: BaseException) -> bool:
+    from indexer.ray_backend import is_worker_death
+
+    return is_worker_death(exc)
+
+
 def run_batch(
     index_dir: str | os.PathLike[str],
     inputs: list[str],
@@ -666,6 +681,7 @@ def run_batch(
     progress: bool = True,
     owner: str | None = None,
     metadata: Mapping[str, Any] | None = None,
+    ray_address: str | None = None,
 ) -> BatchSummary:
     """Index media files, directories and manifests into an index (created if missing).
 
@@ -691,6 +707,12 @@ def run_batch(
     metadata : mapping, optional
         Metadata recorded for every file (a manifest row's metadata is merged
         over it).
+    ray_address : str, optional
+        Hash and fingerprint files as Ray tasks on the cluster at this address
+        (``local`` starts a Ray instance in this process) instead of a process
+        pool; ``workers`` is then the cluster's CPU count. Defaults to the
+        environment's ``ACR_RAY_ADDRESS``; unset, the process pool is used and
+        Ray is never imported. See :mod:`indexer.ray_backend`.
 
     Returns
     -------
@@ -715,6 +737,11 @@ def run_batch(
     twice. Manifest rows whose file is already indexed are skipped too, so a
     rerun does not update their metadata.
     """
+    ray_address = ray_address or os.environ.get("ACR_RAY_ADDRESS") or None
+    if ray_address is not None:
+        from indexer.ray_backend import connect
+
+        workers = connect(ray_address)
     if workers is None:
         workers = os.cpu_count() or 1
     if workers < 0:
@@ -736,7 +763,14 @@ def run_batch(
             dynamic_ncols=True,
             smoothing=0.05,
         ) as bar:
-            runner = _Runner(index, summary, workers=workers, batch_size=batch_size, bar=bar)
+            runner = _Runner(
+                index,
+                summary,
+                workers=workers,
+                batch_size=batch_size,
+                bar=bar,
+                ray_address=ray_address,
+            )
             try:
                 runner.run(iter_inputs(inputs, owner=owner, metadata=metadata))
             except KeyboardInterrupt:

@@ -21,6 +21,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -188,3 +189,187 @@ def fsync_directory(directory: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+# -- postings in code order: what a lookup searches ----------------------------------------------
+
+_TABLE_MAGIC = b"ACRPOST\0"
+_TABLE_VERSION = 1
+_TABLE_HEADER = struct.Struct("<8sIIQQQ24x")
+assert _TABLE_HEADER.size == 64
+DENSE_MIN_POSTINGS = 1 << 24
+"""From this many postings (about 55 h of audio) a table addresses codes directly:
+2^23 + 1 offsets, 64 MB, at most 4 bytes a posting. Smaller tables binary-search
+their distinct codes (12 bytes per distinct code)."""
+
+
+@dataclass(frozen=True)
+class PostingTable:
+    """A segment's postings sorted by code, as a lookup reads them.
+
+    Each posting is one integer on a *timeline*: the contents of the segment
+    laid end to end, content ``i`` owning ``[bases[i], bases[i] + frames)``, so
+    a posting costs 4 bytes instead of a key and a frame. Postings of one code
+    keep the order they have in the segment, which is FAISS's insertion order.
+
+    Attributes
+    ----------
+    keys : ndarray of int64
+        Catalogue key of each content.
+    bases : ndarray of int64
+        Timeline position of each content's frame 0 (non-decreasing).
+    codes : ndarray of uint32 or None
+        Sorted distinct codes (``offsets`` has one more entry); ``None`` when
+        ``offsets`` is a dense directory of ``2**code_bits + 1`` entries.
+    offsets : ndarray of int64
+        The postings of the ``j``-th distinct code (or of code ``j``) are
+        ``postings[offsets[j]:offsets[j + 1]]``.
+    postings : ndarray of uint32 or uint64
+        Timeline positions in code order.
+    """
+
+    keys: NDArray[np.int64]
+    bases: NDArray[np.int64]
+    codes: NDArray[np.uint32] | None
+    offsets: NDArray[np.int64]
+    postings: NDArray[np.unsignedinteger]
+
+    @classmethod
+    def from_segment(cls, segment: Segment, code_bits: int) -> PostingTable:
+        """Sort a segment's postings by code (stably)."""
+        counts = np.diff(np.concatenate([[0], segment.ends])).astype(np.int64)
+        spans = np.zeros(segment.keys.size, dtype=np.int64)
+        for i, (start, end) in enumerate(zip(segment.ends - counts, segment.ends, strict=True)):
+            if end > start:
+                spans[i] = int(segment.frames[start:end].max()) + 1
+        bases = (np.cumsum(spans) - spans).astype(np.int64)
+        width = np.uint32 if int(spans.sum()) <= np.iinfo(np.uint32).max else np.uint64
+        timeline: NDArray[np.unsignedinteger] = (np.repeat(bases, counts) + segment.frames).astype(
+            width
+        )
+        order = np.argsort(segment.codes, kind="stable")
+        sorted_codes = segment.codes[order]
+        if segment.codes.size >= DENSE_MIN_POSTINGS:
+            directory = None
+            offsets = np.searchsorted(sorted_codes, np.arange((1 << code_bits) + 1), "left")
+        else:
+            directory, firsts = np.unique(sorted_codes, return_index=True)
+            offsets = np.append(firsts, sorted_codes.size)
+        return cls(
+            keys=segment.keys.astype(np.int64),
+            bases=bases,
+            codes=None if directory is None else directory.astype(np.uint32),
+            offsets=offsets.astype(np.int64),
+            postings=timeline[order],
+        )
+
+    @property
+    def size(self) -> int:
+        """Number of postings."""
+        return int(self.postings.size)
+
+    def ranges(self, probes: NDArray[np.uint32]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """``[start, end)`` in ``postings`` of each probed code (empty when absent)."""
+        if self.codes is None:
+            inside = probes < self.offsets.size - 1
+            at = np.where(inside, probes, 0)
+            starts = np.where(inside, self.offsets[at], 0)
+            ends = np.where(inside, self.offsets[at + 1], 0)
+            return starts, ends
+        if self.codes.size == 0:
+            nothing = np.zeros(probes.size, dtype=np.int64)
+            return nothing, nothing
+        at = np.minimum(np.searchsorted(self.codes, probes), self.codes.size - 1)
+        found = self.codes[at] == probes
+        starts = np.where(found, self.offsets[at], 0)
+        ends = np.where(found, self.offsets[at + 1], 0)
+        return starts, ends
+
+    def decode(self, positions: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """Content key and frame of the postings at ``positions``."""
+        timeline = self.postings[positions].astype(np.int64)
+        content = np.searchsorted(self.bases, timeline, "right") - 1
+        return self.keys[content], timeline - self.bases[content]
+
+
+def write_table(table: PostingTable, path: Path) -> int:
+    """Write a posting table for :func:`map_table`, atomically; return its size in bytes.
+
+    A table is derived data (rebuilt from its segment at will), so it carries no
+    checksum: checking one would read the whole file, which mapping avoids.
+    """
+    n_codes = -1 if table.codes is None else table.codes.size
+    header = _TABLE_HEADER.pack(
+        _TABLE_MAGIC,
+        _TABLE_VERSION,
+        table.postings.dtype.itemsize,
+        table.keys.size,
+        n_codes & 0xFFFFFFFFFFFFFFFF,
+        table.postings.size,
+    )
+    parts = [table.keys.astype("<i8"), table.bases.astype("<i8")]
+    if table.codes is not None:
+        parts.append(table.codes.astype("<u4"))
+    parts += [
+        table.offsets.astype("<i8"),
+        table.postings.astype(f"<u{table.postings.dtype.itemsize}"),
+    ]
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(temporary, "wb") as handle:
+            handle.write(header)
+            for part in parts:
+                handle.write(np.ascontiguousarray(part).data)
+            handle.flush()
+            os.fsync(handle.fileno())
+            size = handle.tell()
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    fsync_directory(path.parent)
+    return size
+
+
+def map_table(path: Path, code_bits: int) -> PostingTable:
+    """Memory-map a table written by :func:`write_table`; nothing is read but its header.
+
+    Raises
+    ------
+    IndexStoreError
+        If the file is missing, not a table, or of the wrong size.
+    """
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(_TABLE_HEADER.size)
+        size = path.stat().st_size
+    except OSError as error:
+        raise IndexStoreError(f"posting table {path.name} cannot be read: {error}") from error
+    if len(head) < _TABLE_HEADER.size:
+        raise IndexStoreError(f"posting table {path.name} is truncated")
+    magic, version, width, n_contents, n_codes, n_postings = _TABLE_HEADER.unpack(head)
+    if magic != _TABLE_MAGIC or version != _TABLE_VERSION or width not in (4, 8):
+        raise IndexStoreError(f"{path.name} is not a version-{_TABLE_VERSION} posting table")
+    dense = n_codes == 0xFFFFFFFFFFFFFFFF
+    n_offsets = (1 << code_bits) + 1 if dense else n_codes + 1
+    layout = [("keys", "<i8", n_contents), ("bases", "<i8", n_contents)]
+    layout += [] if dense else [("codes", "<u4", n_codes)]
+    layout += [("offsets", "<i8", n_offsets), ("postings", f"<u{width}", n_postings)]
+    expected = _TABLE_HEADER.size + sum(np.dtype(t).itemsize * n for _, t, n in layout)
+    if size != expected:
+        raise IndexStoreError(f"posting table {path.name} is corrupt (size mismatch)")
+    arrays: dict[str, NDArray[Any]] = {}
+    offset = _TABLE_HEADER.size
+    for name, dtype, count in layout:
+        arrays[name] = (
+            np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=(count,))
+            if count
+            else np.zeros(0, dtype=dtype)
+        )
+        offset += np.dtype(dtype).itemsize * count
+    return PostingTable(
+        keys=np.asarray(arrays["keys"]),
+        bases=np.asarray(arrays["bases"]),
+        codes=arrays.get("codes"),
+        offsets=arrays["offsets"],
+        postings=arrays["postings"],
+    )

@@ -1,0 +1,470 @@
+"""Scale benchmark: one machine from 10 to 10,000 indexed hours, then a loopback Ray cluster.
+
+``python -m benchmarks.scale`` writes ``benchmarks/results/scale.md``.
+
+**The curve.** The real catalogue (the 61 reference tracks of the benchmark
+corpus, 1.8 h) is padded with *distractor* contents of one hour each, drawn
+from the real code distribution, as neural-fingerprint papers pad their
+databases with dummy segments: each distractor posting's code is drawn from
+the empirical code histogram of the corpus's never-indexed music (Hedgewars,
+94 min, 26 tracks; independent of the queries), and its frame uniformly over
+its content, at the references' own density (postings per second). Distractors
+are generated directly in code order as memory-mapped posting tables
+(:func:`acr.index.segment.write_table`), cached under ``benchmarks/.cache/scale``.
+Each size runs in a fresh process, which maps the tables (the start-up
+time), builds the real catalogue's table, and matches noisy 5 s clips of the
+real references with the single-node procedure (:func:`acr.search.identify`).
+
+**The cluster.** A head and two worker nodes on loopback
+(:class:`acr.cluster.local.LocalCluster`); the real catalogue in 4 shards × 2
+replicas; every answer compared with the single-node answer; a worker node
+killed mid-run; then throughput with one and with two worker nodes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import resource
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from acr.index.catalogue import ContentSpec
+from acr.index.lookup import CodeLookup
+from acr.index.segment import PostingTable, Segment, build_segment, map_table, write_table
+from acr.search import Query, identify
+from acr.signals.audio import AudioSignal
+from acr.signals.audio.codes import CODE_BITS
+from acr.signals.base import Fingerprints
+from benchmarks.corpus import DEFAULT_CACHE_DIR, decode_mono, ensure_corpus
+from benchmarks.degrade import add_white_noise
+from benchmarks.run import REPO_ROOT, git_commit, machine_info
+
+SCALE_CACHE = DEFAULT_CACHE_DIR / "scale"
+RESULTS = REPO_ROOT / "benchmarks" / "results" / "scale.md"
+HOURS = (10, 100, 1000, 10000)
+DISTRACTOR_HOURS = 1.0
+"""Length of one distractor content (a TV programme, say)."""
+CONTENTS_PER_TABLE = 800
+"""Distractor contents per posting table (about 2.4e8 postings, 1 GB)."""
+CLIP_S = 5.0
+SNR_DB = 10.0
+DECODE_RATE = 8000
+SEED = 20261126
+SIGNAL = AudioSignal()
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """The real references: fingerprints, and the queries cut from them."""
+
+    references: list[Fingerprints]
+    queries: list[tuple[int, float, Fingerprints]]
+    """(reference index, true offset in seconds, query fingerprints)."""
+    background: list[Fingerprints]
+    """Fingerprints of the never-indexed music: where distractor codes are drawn from."""
+
+
+def real_catalogue(n_queries: int) -> Catalogue:
+    """Fingerprint the corpus references and cut noisy clips (cached)."""
+    path = SCALE_CACHE / f"catalogue-{n_queries}.pkl"
+    if path.exists():
+        with open(path, "rb") as handle:
+            cached: Catalogue = pickle.load(handle)
+        return cached
+    corpus = ensure_corpus()
+    references = [SIGNAL.fingerprint_media(track.path) for track in corpus.references]
+    rng = np.random.default_rng(SEED)
+    queries = []
+    picks = rng.choice(len(corpus.references), size=n_queries, replace=True)
+    for which in picks:
+        samples = decode_mono(corpus.references[which].path, DECODE_RATE)
+        length = round(CLIP_S * DECODE_RATE)
+        start = int(rng.integers(0, max(1, samples.size - length)))
+        clip = add_white_noise(samples[start : start + length], rng, SNR_DB)
+        query = SIGNAL.fingerprint_samples(clip, DECODE_RATE, query=True)
+        queries.append((int(which), start / DECODE_RATE, query))
+    background = [SIGNAL.fingerprint_media(track.path) for track in corpus.negatives]
+    found = Catalogue(references, queries, background)
+    SCALE_CACHE.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as handle:
+        pickle.dump(found, handle)
+    return found
+
+
+def reference_segment(catalogue: Catalogue) -> Segment:
+    """The real references as one segment, keys 1..61."""
+    return build_segment(
+        "audio",
+        SIGNAL.hop_s,
+        [(i + 1, fp.codes, fp.frames) for i, fp in enumerate(catalogue.references)],
+    )
+
+
+def postings_per_second(catalogue: Catalogue) -> float:
+    """Density of the real references' postings."""
+    seconds = sum(fp.duration_s for fp in catalogue.references)
+    return sum(len(fp) for fp in catalogue.references) / seconds
+
+
+def distractor_table(
+    rng: np.random.Generator,
+    first_key: int,
+    contents: int,
+    codes: NDArray[np.uint32],
+    weights: NDArray[np.float64],
+    density: float,
+) -> PostingTable:
+    """``contents`` one-hour distractors, postings already in code order (a dense table)."""
+    frames_each = round(DISTRACTOR_HOURS * 3600 / SIGNAL.hop_s)
+    total = round(density * DISTRACTOR_HOURS * 3600) * contents
+    per_code = rng.multinomial(total, weights)
+    counts = np.zeros(1 << CODE_BITS, dtype=np.int64)
+    counts[codes] = per_code
+    return PostingTable(
+        keys=np.arange(first_key, first_key + contents, dtype=np.int64),
+        bases=np.arange(contents, dtype=np.int64) * frames_each,
+        codes=None,
+        offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+        postings=rng.integers(0, contents * frames_each, total, dtype=np.uint32),
+    )
+
+
+def distractor_files(hours: float, catalogue: Catalogue) -> list[Path]:
+    """Cached distractor tables holding ``hours`` of distractors (generated once)."""
+    contents = max(0, round(hours / DISTRACTOR_HOURS))
+    # Drawn from music that is not indexed: a histogram of the references
+    # themselves would copy each query's own rare codes into every distractor.
+    codes, counts = np.unique(
+        np.concatenate([fp.codes for fp in catalogue.background]), return_counts=True
+    )
+    weights = counts / counts.sum()
+    density = postings_per_second(catalogue)
+    files = []
+    for number, first in enumerate(range(0, contents, CONTENTS_PER_TABLE)):
+        size = min(CONTENTS_PER_TABLE, contents - first)
+        path = SCALE_CACHE / f"distractors-{number:03d}-{size}.post"
+        if not path.exists():
+            rng = np.random.default_rng([SEED, number])
+            key = 1_000_000 + first
+            write_table(distractor_table(rng, key, size, codes, weights, density), path)
+        files.append(path)
+    return files
+
+
+def rss_mb() -> float:
+    """Resident memory of this process now (anonymous and mapped file pages), in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def measure_size(hours: float, n_queries: int, *, full: bool) -> dict[str, Any]:
+    """One point of the curve, in this process: start-up, memory, latency, accuracy.
+
+    Without ``full``, only exact-code lookups are timed: a full match would
+    hold a few hundred million hits (several GB) per query.
+    """
+    catalogue = real_catalogue(n_queries)
+    segment = reference_segment(catalogue)
+    files = distractor_files(hours, catalogue)
+    rss_before = rss_mb()
+    started = time.perf_counter()
+    lookup = CodeLookup()
+    lookup.add_segment(segment)
+    for path in files:
+        lookup.add_table(map_table(path, CODE_BITS))
+    load_s = time.perf_counter() - started
+    rss_loaded = rss_mb()
+    durations = {i + 1: fp.duration_s for i, fp in enumerate(catalogue.references)}
+    n_references = len(durations) + round(hours / DISTRACTOR_HOURS)
+    distractor_frames = round(DISTRACTOR_HOURS * 3600 / SIGNAL.hop_s)
+
+    def ref_frames(key: int) -> int:
+        if key in durations:
+            return round(durations[key] / SIGNAL.hop_s)
+        return distractor_frames
+
+    latencies, lookups, hits, exact_lookups, exact_hits, correct = [], [], [], [], [], 0
+    for which, offset_s, query in catalogue.queries:
+        begin = time.perf_counter()
+        exact = lookup.search(query.codes, query.frames, max_flips=0)
+        exact_lookups.append(time.perf_counter() - begin)
+        exact_hits.append(int(exact.keys.size))
+        del exact
+        if not full:
+            continue
+        begin = time.perf_counter()
+        found = lookup.search(query.codes, query.frames)
+        lookups.append(time.perf_counter() - begin)
+        hits.append(int(found.keys.size))
+        del found
+        begin = time.perf_counter()
+        answer = identify(Query(query, lookup, ref_frames, n_references))
+        latencies.append(time.perf_counter() - begin)
+        if answer.ranked:
+            best = answer.ranked[0]
+            matched_offset = best.offset_frames * SIGNAL.hop_s
+            correct += best.key == which + 1 and abs(matched_offset - offset_s) <= 0.5
+
+    def ms(values: list[float], q: float) -> float | None:
+        return 1000 * float(np.percentile(values, q)) if values else None
+
+    table_bytes = sum(path.stat().st_size for path in files)
+    return {
+        "hours": hours,
+        "indexed_hours": hours + sum(fp.duration_s for fp in catalogue.references) / 3600,
+        "postings": lookup.postings,
+        "table_bytes": table_bytes,
+        "load_s": load_s,
+        "rss_before_mb": rss_before,
+        "rss_loaded_mb": rss_loaded,
+        "rss_after_mb": rss_mb(),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "queries": len(catalogue.queries),
+        "match_ms_p50": ms(latencies, 50),
+        "match_ms_p95": ms(latencies, 95),
+        "lookup_ms_p50": ms(lookups, 50),
+        "hits_p50": float(np.median(hits)) if hits else None,
+        "exact_lookup_ms_p50": ms(exact_lookups, 50),
+        "exact_hits_p50": float(np.median(exact_hits)),
+        "top1": correct / len(latencies) if latencies else None,
+    }
+
+
+def curve(hours: Sequence[float], queries: int, match_limit: float) -> list[dict[str, Any]]:
+    """Each size in a fresh process, so that its memory is its own."""
+    points = []
+    for size in hours:
+        command = [sys.executable, "-m", "benchmarks.scale", "--one", str(size)]
+        command += ["--queries", str(queries)] + (["--lookup-only"] if size > match_limit else [])
+        done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
+        if done.returncode != 0:
+            points.append({"hours": size, "error": done.stderr.strip().splitlines()[-1:]})
+            continue
+        points.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        print(json.dumps(points[-1]), file=sys.stderr)
+    return points
+
+
+# -- the loopback cluster ------------------------------------------------------------------------
+
+
+def cluster_run(n_queries: int, seconds: float) -> dict[str, Any]:
+    """Index the real catalogue, serve it in 4 shards × 2 replicas, kill a worker, scale 1 → 2."""
+    import tempfile
+
+    from acr import Index
+    from acr.cluster.local import LocalCluster
+    from acr.cluster.serving import ShardedIndex
+
+    catalogue = real_catalogue(n_queries)
+    work = Path(tempfile.mkdtemp(prefix="acr-scale-"))
+    index_dir = work / "index"
+    with Index.open(index_dir, create=True) as writer:
+        writer.add_batch(
+            [(ContentSpec(title=f"ref-{i}"), fp) for i, fp in enumerate(catalogue.references)]
+        )
+    queries = [query for _, _, query in catalogue.queries]
+    with Index.open(index_dir, readonly=True) as single:
+        expected = [single.match_fingerprints(q) for q in queries]
+    found: dict[str, Any] = {}
+    with LocalCluster(workers=2) as cluster:
+        served = ShardedIndex(index_dir, shards=4, replicas=2)
+        answers = [served.match_fingerprints(q) for q in queries]
+        found["identical"] = sum(
+            a.complete and _same(a.result, e) for a, e in zip(answers, expected, strict=True)
+        )
+        found["queries"] = len(queries)
+        found["two_workers"] = _throughput(served, queries, seconds)
+        during: list[tuple[int, Any, float]] = []
+        stop = threading.Event()
+
+        def keep_matching() -> None:
+            while not stop.is_set():
+                at = len(during) % len(queries)
+                begin = time.perf_counter()
+                answer = served.match_fingerprints(queries[at])
+                during.append((at, answer, time.perf_counter() - begin))
+
+        background = threading.Thread(target=keep_matching)
+        background.start()
+        time.sleep(seconds / 2)
+        cluster.kill_worker(0)
+        time.sleep(seconds)
+        stop.set()
+        background.join()
+        found["kill"] = {
+            "answers": len(during),
+            "identical": sum(a.complete and _same(a.result, expected[i]) for i, a, _ in during),
+            "incomplete": sum(not a.complete for _, a, _ in during),
+            "failed_replica_answers": sum(a.failed_replicas > 0 for _, a, _ in during),
+            "slowest_ms": 1000 * max(t for _, _, t in during),
+        }
+        served.close()
+        single_node = ShardedIndex(index_dir, shards=4, replicas=1)
+        found["one_worker"] = _throughput(single_node, queries, seconds)
+        single_node.close()
+    return found
+
+
+def _same(left: Any, right: Any) -> bool:
+    return bool(replace(left, elapsed_ms=0.0) == replace(right, elapsed_ms=0.0))
+
+
+def _throughput(served: Any, queries: list[Fingerprints], seconds: float) -> dict[str, float]:
+    """Matches and fan-out searches per second from 4 client threads, and match latency."""
+    results: dict[str, float] = {}
+    for label, work in (
+        ("matches_per_s", lambda q: served.match_fingerprints(q)),
+        ("searches_per_s", lambda q: served_search(served, q)),
+    ):
+        done: list[float] = []
+        stop = time.perf_counter() + seconds
+
+        def client(
+            offset: int, work: Any = work, done: list[float] = done, stop: float = stop
+        ) -> None:
+            at = offset
+            while time.perf_counter() < stop:
+                begin = time.perf_counter()
+                work(queries[at % len(queries)])
+                done.append(time.perf_counter() - begin)
+                at += 1
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        results[label] = len(done) / seconds
+        results[label.replace("_per_s", "_ms_p50")] = 1000 * float(np.median(done))
+    return results
+
+
+def served_search(served: Any, query: Fingerprints) -> None:
+    """One fan-out lookup of a query's codes, without matching."""
+    from acr.cluster.serving import ShardedLookup
+
+    lookup = ShardedLookup(served.replicas, served.timeout_s, served.snapshot, served.generation)
+    lookup.search(query.codes, query.frames)
+
+
+# -- report -------------------------------------------------------------------------------------
+
+
+def report(points: list[dict[str, Any]], cluster: dict[str, Any] | None, argv: list[str]) -> str:
+    """The results as Markdown."""
+    machine = machine_info()
+    lines = [
+        "# Scale benchmark",
+        "",
+        f"`python -m benchmarks.scale {' '.join(argv)}` at commit `{git_commit()}` "
+        f"(with uncommitted work of the tree), {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} "
+        "UTC; "
+        f"{machine['cpu_model']}, {machine['cores']} cores, {machine['memory_gb']:.0f} GB, "
+        f"load average at start {machine['load_average_at_start'][0]:.1f} "
+        "(the machine is shared; latencies move by 2x between runs).",
+        "",
+        "## One machine",
+        "",
+        "| hours | postings | tables on disk | start-up | RSS after start-up | RSS after queries "
+        "| match p50 | match p95 | lookup p50 | hits/query p50 | exact lookup p50 "
+        "| exact hits p50 | top-1 | queries |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for p in points:
+        if "error" in p:
+            lines.append(f"| {p['hours']:,} | failed: {' '.join(p['error'])} |")
+            continue
+        lines.append(
+            f"| {p['indexed_hours']:,.0f} | {p['postings']:,} | {p['table_bytes'] / 1e9:.2f} GB "
+            f"| {p['load_s']:.2f} s | {p['rss_loaded_mb']:,.0f} MB | {p['rss_after_mb']:,.0f} MB "
+            f"| {_ms(p['match_ms_p50'])} | {_ms(p['match_ms_p95'])} | {_ms(p['lookup_ms_p50'])} "
+            f"| {_count(p['hits_p50'])} | {_ms(p['exact_lookup_ms_p50'])} "
+            f"| {_count(p['exact_hits_p50'])} "
+            f"| {_percent(p['top1'])} | {p['queries']} |"
+        )
+    if cluster:
+        kill = cluster["kill"]
+        lines += [
+            "",
+            "## Loopback Ray cluster",
+            "",
+            "Head + 2 worker nodes, 4 shards × 2 replicas, the real catalogue.",
+            "",
+            f"* Identical to single-node: {cluster['identical']} of {cluster['queries']} answers.",
+            f"* Worker node 0 killed mid-run: {kill['answers']} answers, {kill['identical']} "
+            f"identical to single-node, {kill['incomplete']} incomplete, "
+            f"{kill['failed_replica_answers']} needed another replica; slowest "
+            f"{kill['slowest_ms']:,.0f} ms.",
+            "",
+            "| worker nodes (replicas per shard) | matches/s | match p50 "
+            "| fan-out searches/s | search p50 |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for label, key in (("1 (1)", "one_worker"), ("2 (2)", "two_workers")):
+            r = cluster[key]
+            lines.append(
+                f"| {label} | {r['matches_per_s']:.1f} | {r['matches_ms_p50']:.1f} ms "
+                f"| {r['searches_per_s']:.1f} | {r['searches_ms_p50']:.1f} ms |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def _ms(value: float | None) -> str:
+    return "not run" if value is None else f"{value:,.1f} ms"
+
+
+def _percent(value: float | None) -> str:
+    return "not run" if value is None else f"{100 * value:.1f} %"
+
+
+def _count(value: float | None) -> str:
+    return "not run" if value is None else f"{value:,.0f}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the benchmark; see the module docstring."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=__doc__)
+    parser.add_argument("--hours", type=float, nargs="*", default=list(HOURS))
+    parser.add_argument("--queries", type=int, default=40)
+    parser.add_argument(
+        "--match-limit",
+        type=float,
+        default=1000,
+        help="above this many hours, time exact-code lookups only (no full match)",
+    )
+    parser.add_argument("--lookup-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-cluster", action="store_true")
+    parser.add_argument("--cluster-seconds", type=float, default=10.0)
+    parser.add_argument("--one", type=float, help=argparse.SUPPRESS)
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    if args.one is not None:
+        print(json.dumps(measure_size(args.one, args.queries, full=not args.lookup_only)))
+        return 0
+    real_catalogue(args.queries)
+    points = curve(args.hours, args.queries, args.match_limit)
+    cluster = None if args.no_cluster else cluster_run(args.queries, args.cluster_seconds)
+    text = report(points, cluster, list(argv if argv is not None else sys.argv[1:]))
+    args.output.write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    raise SystemExit(main())

@@ -1,0 +1,148 @@
+"""The code lookup at scale: code-ordered posting tables answer exactly like FAISS did.
+
+The reference is the lookup this project used before (a ``faiss.IndexBinaryHash``
+with one-bit flips and posting arrays beside it), kept here as the oracle: the
+tables must return the same hits *in the same order*, over several segments,
+with tombstones, for exact-only looks, and from a memory-mapped file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+
+from acr.demo import synth_song
+from acr.index import segment as segment_module
+from acr.index.lookup import CodeLookup
+from acr.index.segment import (
+    PostingTable,
+    Segment,
+    build_segment,
+    map_table,
+    packed_bytes,
+    write_table,
+)
+from acr.matching import Hits
+from acr.signals.audio import AudioSignal
+from acr.signals.audio.codes import CODE_BITS
+from tests.conftest import SONG_RATE
+
+SIGNAL = AudioSignal()
+
+
+class FaissLookup:
+    """The previous ``CodeLookup``: FAISS hash index, ids are posting positions."""
+
+    def __init__(self) -> None:
+        faiss.omp_set_num_threads(1)
+        self.index = faiss.IndexBinaryHash(24, 24)
+        self.index.nflip = 1
+        self.keys = np.zeros(0, dtype=np.int64)
+        self.frames = np.zeros(0, dtype=np.int64)
+        self.live = np.zeros(0, dtype=bool)
+
+    def add_segment(self, segment: Segment) -> None:
+        base = self.keys.size
+        ids = np.arange(base, base + segment.codes.size, dtype=np.int64)
+        self.index.add_with_ids(packed_bytes(segment.codes), ids)
+        self.keys = np.concatenate([self.keys, segment.posting_keys()])
+        self.frames = np.concatenate([self.frames, segment.frames.astype(np.int64)])
+        self.live = np.concatenate([self.live, np.ones(segment.codes.size, dtype=bool)])
+
+    def remove_key(self, key: int) -> None:
+        self.live[self.keys == key] = False
+
+    def search(self, codes: NDArray[np.uint32], frames: NDArray[np.uint32], max_flips: int) -> Hits:
+        lims, _, ids = self.index.range_search(packed_bytes(codes), max_flips + 1)
+        which = np.repeat(np.arange(codes.size), np.diff(lims.astype(np.int64)))
+        live = self.live[ids]
+        ids = ids[live]
+        return Hits(frames[which[live]].astype(np.int64), self.keys[ids], self.frames[ids])
+
+
+@pytest.fixture(scope="module")
+def segments() -> list[Segment]:
+    """Three segments of real fingerprints of synthetic songs (keys 1..9)."""
+    songs = [
+        SIGNAL.fingerprint_samples(synth_song(700 + i, 30.0), SONG_RATE, query=False)
+        for i in range(9)
+    ]
+    return [
+        build_segment(
+            "audio", SIGNAL.hop_s, [(k + 1, songs[k].codes, songs[k].frames) for k in keys]
+        )
+        for keys in ([0, 1, 2, 3], [4, 5], [6, 7, 8])
+    ]
+
+
+@pytest.fixture(scope="module")
+def queries() -> list[tuple[NDArray[np.uint32], NDArray[np.uint32]]]:
+    """Noisy excerpts of indexed songs, and one song that is not indexed."""
+    rng = np.random.default_rng(5)
+    found = []
+    for seed, start in ((701, 3.0), (705, 11.0), (708, 20.0), (799, 0.0)):
+        clip = synth_song(seed, 30.0)[round(start * SONG_RATE) : round((start + 5.0) * SONG_RATE)]
+        clip = clip + rng.normal(0, 0.05, clip.size).astype(np.float32)
+        query = SIGNAL.fingerprint_samples(clip, SONG_RATE, query=True)
+        found.append((query.codes, query.frames))
+    return found
+
+
+def _same(left: Hits, right: Hits) -> bool:
+    return all(
+        np.array_equal(getattr(left, name), getattr(right, name))
+        for name in ("query_frames", "keys", "ref_frames")
+    )
+
+
+@pytest.mark.parametrize("dense", [False, True], ids=["sparse", "dense"])
+def test_tables_return_faiss_hits_in_faiss_order(
+    segments: list[Segment],
+    queries: list[tuple[NDArray[np.uint32], NDArray[np.uint32]]],
+    dense: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(segment_module, "DENSE_MIN_POSTINGS", 0 if dense else 1 << 40)
+    reference, tables = FaissLookup(), CodeLookup()
+    for segment in segments:
+        reference.add_segment(segment)
+        tables.add_segment(segment)
+    assert tables.keys() == set(range(1, 10))
+    for flips in (0, 1):
+        for codes, frames in queries:
+            expected = reference.search(codes, frames, flips)
+            got = tables.search(codes, frames, max_flips=flips)
+            assert expected.keys.size > 0
+            assert _same(got, expected)
+    for key in (2, 6):
+        reference.remove_key(key)
+        tables.remove_key(key)
+    assert tables.keys() == set(range(1, 10)) - {2, 6}
+    for codes, frames in queries:
+        got = tables.search(codes, frames)
+        assert not np.isin(got.keys, [2, 6]).any()
+        assert _same(got, reference.search(codes, frames, 1))
+
+
+def test_mapped_table_answers_like_the_segment(
+    segments: list[Segment],
+    queries: list[tuple[NDArray[np.uint32], NDArray[np.uint32]]],
+    tmp_path: Path,
+) -> None:
+    in_memory, mapped = CodeLookup(), CodeLookup()
+    for i, segment in enumerate(segments):
+        table = PostingTable.from_segment(segment, CODE_BITS)
+        path = tmp_path / f"{i}.post"
+        assert write_table(table, path) == path.stat().st_size
+        in_memory.add_table(table)
+        mapped.add_table(map_table(path, CODE_BITS))
+    assert mapped.postings == sum(s.codes.size for s in segments)
+    for codes, frames in queries:
+        assert _same(mapped.search(codes, frames), in_memory.search(codes, frames))
+    path.write_bytes(path.read_bytes()[:-1])
+    with pytest.raises(Exception, match="corrupt"):
+        map_table(path, CODE_BITS)
