@@ -37,11 +37,10 @@ from ray.exceptions import GetTimeoutError, RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from acr.cluster.shards import ShardStore, Snapshot, read_snapshot
-from acr.index.catalogue import ContentRecord
 from acr.index.lookup import BIT_FLIPS
-from acr.index.store import _tile
-from acr.matching import DEFAULT_MIN_CONFIDENCE, Alignment, Hits
-from acr.results import Match, MatchResult
+from acr.index.store import match_result
+from acr.matching import DEFAULT_MIN_CONFIDENCE, Hits
+from acr.results import MatchResult
 from acr.search import Query, identify
 from acr.signals.base import Fingerprints
 
@@ -377,10 +376,9 @@ class ShardedIndex:
             lookup = ShardedLookup(
                 self.replicas, self.timeout_s, self.snapshot, self.generation, next(self._turn)
             )
-        hop_s = fingerprints.hop_s
 
         def ref_frames(key: int) -> int:
-            return round(records[key].duration_s / hop_s)
+            return round(records[key].duration_s / fingerprints.hop_s)
 
         found = identify(
             Query(fingerprints, lookup, ref_frames, max(1, len(records))),
@@ -388,18 +386,7 @@ class ShardedIndex:
             min_confidence=min_confidence,
             warps=warps,
         )
-        whole = (0, found.query_frames - 1)
-        stretches = _tile(found.pieces, found.query_frames, ref_frames)
-        result = MatchResult(
-            matches=[_to_match(records[a.key], a, hop_s, whole) for a in found.ranked],
-            segments=[
-                _to_match(records[a.key], a, hop_s, stretch)
-                for a, stretch in zip(found.pieces, stretches, strict=True)
-            ],
-            query_duration_s=fingerprints.duration_s,
-            query_codes=len(fingerprints),
-            elapsed_ms=(time.perf_counter() - started) * 1000.0,
-        )
+        result = match_result(found, records, fingerprints, started)
         if lookup.failed and self.heal:
             self._heal()
         return ClusterMatch(
@@ -428,24 +415,3 @@ def _serving_nodes() -> list[str]:
     alive = [n for n in ray.nodes() if n.get("Alive")]  # type: ignore[no-untyped-call]
     working = [n for n in alive if n.get("Resources", {}).get("CPU", 0) > 0] or alive
     return sorted(n["NodeID"] for n in working)
-
-
-def _to_match(
-    record: ContentRecord, alignment: Alignment, hop_s: float, stretch: tuple[int, int]
-) -> Match:
-    """The same :class:`Match` as :meth:`acr.Index.match_fingerprints` builds."""
-    first, last = stretch
-    return Match(
-        content_id=record.content_id,
-        title=record.title,
-        source=record.source,
-        offset_s=(alignment.offset_frames + alignment.scale * first) * hop_s,
-        confidence=alignment.confidence,
-        score=alignment.inliers,
-        speed=alignment.scale,
-        pitch=alignment.pitch,
-        query_start_s=first * hop_s,
-        query_end_s=(last + 1) * hop_s,
-        duration_s=record.duration_s,
-        metadata=record.metadata,
-    )

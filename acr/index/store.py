@@ -22,7 +22,7 @@ import itertools
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -43,7 +43,7 @@ from acr.index.segment import (
 )
 from acr.matching import DEFAULT_MIN_CONFIDENCE, Alignment
 from acr.results import Match, MatchResult
-from acr.search import Query, identify
+from acr.search import Identification, Query, identify
 from acr.signals.audio import AudioSignal
 from acr.signals.base import Fingerprints, MediaSource
 
@@ -468,29 +468,18 @@ class Index:
             )
         if self.readonly:
             self.refresh()
-        hop_s = fingerprints.hop_s
+        records = self._records
 
         def ref_frames(key: int) -> int:
-            return round(self._records[key].duration_s / hop_s)
+            return round(records[key].duration_s / fingerprints.hop_s)
 
         found = identify(
-            Query(fingerprints, self._lookup, ref_frames, max(1, len(self._records))),
+            Query(fingerprints, self._lookup, ref_frames, max(1, len(records))),
             top_k=top_k,
             min_confidence=min_confidence,
             warps=warps,
         )
-        ranked, pieces, query_frames = found.ranked, found.pieces, found.query_frames
-        whole = (0, query_frames - 1)
-        return MatchResult(
-            matches=[self._to_match(a, hop_s, whole) for a in ranked],
-            segments=[
-                self._to_match(a, hop_s, stretch)
-                for a, stretch in zip(pieces, _tile(pieces, query_frames, ref_frames), strict=True)
-            ],
-            query_duration_s=fingerprints.duration_s,
-            query_codes=len(fingerprints),
-            elapsed_ms=(time.perf_counter() - started) * 1000.0,
-        )
+        return match_result(found, records, fingerprints, started)
 
     def monitor(self, source: MediaSource, **options: Any) -> Timeline:
         """Match a long recording into a timeline of segments; see :func:`acr.monitor.monitor`."""
@@ -499,25 +488,6 @@ class Index:
         return monitor(self, source, **options)
 
     # -- internals --------------------------------------------------------------------------
-
-    def _to_match(self, alignment: Alignment, hop_s: float, stretch: tuple[int, int]) -> Match:
-        """A match for the stretch ``[first, last]`` (query frames) of the sample."""
-        record = self._records[alignment.key]
-        first, last = stretch
-        return Match(
-            content_id=record.content_id,
-            title=record.title,
-            source=record.source,
-            offset_s=(alignment.offset_frames + alignment.scale * first) * hop_s,
-            confidence=alignment.confidence,
-            score=alignment.inliers,
-            speed=alignment.scale,
-            pitch=alignment.pitch,
-            query_start_s=first * hop_s,
-            query_end_s=(last + 1) * hop_s,
-            duration_s=record.duration_s,
-            metadata=record.metadata,
-        )
 
     def _segment_path(self, name: str) -> Path:
         return self.directory / SEGMENT_DIR / name
@@ -537,6 +507,59 @@ class Index:
                 removed = True
         if removed:
             fsync_directory(directory)
+
+
+def match_result(
+    found: Identification,
+    records: Mapping[int, ContentRecord],
+    fingerprints: Fingerprints,
+    started: float,
+) -> MatchResult:
+    """The answer for a sample's alignments, with the references' records.
+
+    Parameters
+    ----------
+    found : Identification
+        What :func:`acr.search.identify` found.
+    records : Mapping of int to ContentRecord
+        The references by key.
+    fingerprints : Fingerprints
+        The sample's query fingerprints.
+    started : float
+        ``time.perf_counter()`` when the query arrived.
+    """
+    hop_s = fingerprints.hop_s
+
+    def ref_frames(key: int) -> int:
+        return round(records[key].duration_s / hop_s)
+
+    def answer(alignment: Alignment, stretch: tuple[int, int]) -> Match:
+        record = records[alignment.key]
+        first, last = stretch
+        return Match(
+            content_id=record.content_id,
+            title=record.title,
+            source=record.source,
+            offset_s=(alignment.offset_frames + alignment.scale * first) * hop_s,
+            confidence=alignment.confidence,
+            score=alignment.inliers,
+            speed=alignment.scale,
+            pitch=alignment.pitch,
+            query_start_s=first * hop_s,
+            query_end_s=(last + 1) * hop_s,
+            duration_s=record.duration_s,
+            metadata=record.metadata,
+        )
+
+    whole = (0, found.query_frames - 1)
+    stretches = _tile(found.pieces, found.query_frames, ref_frames)
+    return MatchResult(
+        matches=[answer(a, whole) for a in found.ranked],
+        segments=[answer(a, stretch) for a, stretch in zip(found.pieces, stretches, strict=True)],
+        query_duration_s=fingerprints.duration_s,
+        query_codes=len(fingerprints),
+        elapsed_ms=(time.perf_counter() - started) * 1000.0,
+    )
 
 
 def _tile(
