@@ -2,7 +2,8 @@
 
 Subcommands::
 
-    acr index   --index-dir DIR [--workers N] [--batch-size N] [--no-progress] [--json] PATH...
+    acr index   --index-dir DIR [--signal audio|video] [--workers N] [--batch-size N]
+                [--no-progress] [--json] PATH...
     acr match   --index-dir DIR [--json] [--top-k K] [--min-confidence C] [--max-seconds S] PATH...
     acr list    --index-dir DIR [--json]
     acr stats   --index-dir DIR [--json]
@@ -23,6 +24,11 @@ above 1, ``"segments"`` (the stretches of the sample matched to different
 references, in sample order) when the sample straddles references, and
 ``"error": {"code", "message"}`` (and a null match) when the query's media
 cannot be used.
+
+``acr index --signal video`` indexes the pictures of video files into
+``DIR/video`` (a :class:`~acr.index.video.VideoIndex`); ``acr match`` matches
+each sample on every signal it has and DIR has an index for (sound in DIR,
+pictures in ``DIR/video``) and fuses the evidence into one answer.
 
 Exit status: 0 on success (a query without a match is a success), 1 when a
 file or query failed or the index is unusable, 2 for usage errors, 130 when
@@ -49,11 +55,28 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from acr import __version__
-from acr.errors import AcrError
-from acr.index.store import DEFAULT_MAX_QUERY_BYTES, DEFAULT_MAX_QUERY_SECONDS, Index
+from acr.errors import AcrError, IndexStoreError, NoAudioStreamError
+from acr.index.store import (
+    CATALOGUE_FILE,
+    DEFAULT_MAX_QUERY_BYTES,
+    DEFAULT_MAX_QUERY_SECONDS,
+    Index,
+    file_sha256,
+)
+from acr.index.video import VIDEO_SUBDIRECTORY, VideoIndex
 from acr.matching import DEFAULT_MIN_CONFIDENCE
 from acr.results import Match, MatchResult
-from indexer.job import BatchInterrupted, BatchSummary, describe_error, run_batch
+from acr.signals.base import MediaSource
+from acr.signals.video.frames import NoVideoStreamError
+from acr.video_matching import FUSION_FLOOR, fuse
+from indexer.job import (
+    BatchInterrupted,
+    BatchSummary,
+    Failure,
+    describe_error,
+    iter_inputs,
+    run_batch,
+)
 
 __all__ = [
     "COMMANDS",
@@ -205,6 +228,13 @@ def _dump(value: Any) -> str:
 def _configure_index(parser: argparse.ArgumentParser) -> None:
     _add_index_dir(parser)
     parser.add_argument(
+        "--signal",
+        choices=("audio", "video"),
+        default="audio",
+        help="index the sound of the files (default) or their pictures, into DIR/video "
+        "(one file at a time: --workers and --batch-size apply to sound)",
+    )
+    parser.add_argument(
         "--workers",
         type=_workers,
         default=None,
@@ -241,8 +271,12 @@ def _run_index(args: argparse.Namespace) -> int:
         if args.json:
             print(_dump(summary.to_dict()), file=stream, flush=True)
         else:
-            print(_format_summary(summary), file=stream, flush=True)
+            print(_format_summary(summary, args.signal), file=stream, flush=True)
 
+    if args.signal == "video":
+        summary = _index_video(args)
+        report(summary, sys.stdout)
+        return EXIT_FAILED if summary.failed else EXIT_OK
     try:
         summary = run_batch(
             args.index_dir,
@@ -260,10 +294,53 @@ def _run_index(args: argparse.Namespace) -> int:
     return EXIT_FAILED if summary.failed else EXIT_OK
 
 
-def _format_summary(summary: BatchSummary) -> str:
+def _index_video(args: argparse.Namespace) -> BatchSummary:
+    """Index the pictures of the inputs, one file at a time (hashing uses one core).
+
+    A file whose sound is already in the audio index of DIR gets the same
+    content id, so that its sound and its pictures are one content to ``acr match``.
+    """
+    started = time.perf_counter()
+    root = Path(args.index_dir)
+    summary = BatchSummary(index_dir=str(root / VIDEO_SUBDIRECTORY))
+    audio = Index.open(root, readonly=True) if (root / CATALOGUE_FILE).exists() else None
+    try:
+        with VideoIndex.open(root / VIDEO_SUBDIRECTORY, create=True) as index:
+            for item in iter_inputs(args.paths, owner=args.owner, metadata=args.metadata):
+                summary.files_seen += 1
+                if isinstance(item, Failure):
+                    summary.failed.append(item)
+                    continue
+                before = time.time()
+                try:
+                    heard = audio.find_by_hash(file_sha256(item.path)) if audio else None
+                    record = index.add_file(
+                        item.path,
+                        content_id=item.content_id or (heard.content_id if heard else None),
+                        title=item.title or (heard.title if heard else None),
+                        metadata=dict(item.metadata),
+                        external_id=item.external_id,
+                        owner=item.owner,
+                    )
+                except Exception as exc:  # one bad file never stops the others
+                    summary.failed.append(Failure(item.path, *describe_error(exc)))
+                    continue
+                if record.added_at < before:
+                    summary.skipped += 1
+                else:
+                    summary.indexed += 1
+                    summary.hours_indexed += record.duration_s / 3600.0
+    finally:
+        if audio is not None:
+            audio.close()
+    summary.elapsed_s = time.perf_counter() - started
+    return summary
+
+
+def _format_summary(summary: BatchSummary, signal: str = "audio") -> str:
     lines = [
         f"indexed {summary.indexed} file{'s' if summary.indexed != 1 else ''} "
-        f"({summary.hours_indexed:.2f} h of audio) into {summary.index_dir} "
+        f"({summary.hours_indexed:.2f} h of {signal}) into {summary.index_dir} "
         f"in {_duration(summary.elapsed_s)}",
         f"  {summary.files_seen} seen, {summary.indexed} indexed, "
         f"{summary.skipped} already indexed, {len(summary.failed)} failed",
@@ -327,19 +404,61 @@ def _configure_match(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class _Matcher:
+    """The indexes of an index directory: sound in DIR, pictures in DIR/video."""
+
+    def __init__(self, directory: str) -> None:
+        root = Path(directory)
+        self.audio = Index.open(root, readonly=True) if (root / CATALOGUE_FILE).exists() else None
+        video = root / VIDEO_SUBDIRECTORY
+        self.video = (
+            VideoIndex.open(video, readonly=True) if (video / CATALOGUE_FILE).exists() else None
+        )
+        if self.audio is None and self.video is None:
+            raise IndexStoreError(f"no index at {root} (create one with `acr index`)")
+
+    def close(self) -> None:
+        for index in (self.audio, self.video):
+            if index is not None:
+                index.close()
+
+    def match(self, query: str, args: argparse.Namespace) -> MatchResult:
+        """Match a sample on each signal it has, and fuse the answers."""
+        max_bytes = None if args.max_mb is None else round(args.max_mb * 1e6)
+        source: MediaSource = query
+        if query == "-":
+            source = sys.stdin.buffer if self.video is None else sys.stdin.buffer.read()
+        options: dict[str, Any] = {
+            "top_k": args.top_k,
+            "max_seconds": args.max_seconds,
+            "max_bytes": max_bytes,
+        }
+        if self.audio is None or self.video is None:
+            single = self.video if self.audio is None else self.audio
+            assert single is not None
+            return single.match(source, min_confidence=args.min_confidence, **options)
+        floor = min(args.min_confidence, FUSION_FLOOR)
+        results: list[MatchResult | None] = []
+        errors: list[Exception] = []
+        for index in (self.audio, self.video):
+            try:
+                results.append(index.match(source, min_confidence=floor, **options))
+            except (NoAudioStreamError, NoVideoStreamError) as exc:
+                results.append(None)
+                errors.append(exc)
+        if results[0] is None and results[1] is None:
+            raise errors[0]
+        return fuse(*results, top_k=args.top_k, min_confidence=args.min_confidence)
+
+
 def _run_match(args: argparse.Namespace) -> int:
     failures = 0
-    with Index.open(args.index_dir, readonly=True) as index:
+    matcher = _Matcher(args.index_dir)
+    try:
         for query in args.paths:
             started = time.perf_counter()
             try:
-                result = index.match(
-                    sys.stdin.buffer if query == "-" else query,
-                    top_k=args.top_k,
-                    min_confidence=args.min_confidence,
-                    max_seconds=args.max_seconds,
-                    max_bytes=None if args.max_mb is None else round(args.max_mb * 1e6),
-                )
+                result = matcher.match(query, args)
             except Exception as exc:  # one bad query never stops the others
                 failures += 1
                 code, message = describe_error(exc)
@@ -363,6 +482,8 @@ def _run_match(args: argparse.Namespace) -> int:
                 _print(_dump(_match_record(query, result, elapsed_ms, args.top_k)))
             else:
                 _print(_match_line(query, result))
+    finally:
+        matcher.close()
     return EXIT_FAILED if failures else EXIT_OK
 
 

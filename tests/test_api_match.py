@@ -6,7 +6,9 @@ import functools
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import av
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -15,10 +17,13 @@ from sqlalchemy import func, select
 from acr.db.models import Campaign, Content, Engagement, IdempotencyRecord, Organisation, Trigger
 from acr.index.catalogue import ContentSpec
 from acr.index.store import Index
+from acr.index.video import VIDEO_SUBDIRECTORY, VideoIndex
 from acr.ratelimit import InProcessRateLimiter
 from acr.signals.audio import AudioSignal
+from acr.signals.video import REFERENCE_VIEWS, VideoHashes, hash_frames, hash_video
 from api.services import Services
 from tests.conftest import SONG_RATE, Keys, synth_song, write_audio
+from tests.video_clips import Programme, encode, movie, render
 
 SONG_SECONDS = 16.0
 
@@ -296,3 +301,167 @@ def test_each_app_key_has_its_own_rate_limit(
     assert refused.status_code == 429 and refused.json()["code"] == "rate_limited"
     assert int(refused.headers["retry-after"]) >= 1
     assert post_sample(client, keys.other_app, wav).status_code == 200
+
+
+# -- pictures: video clips, still frames, client-side frame hashes, and fusion with sound ------
+
+
+@functools.cache
+def movie_hashes(seed: int) -> VideoHashes:
+    """The reference hashes of movie `seed` (made once, shared by both databases' runs)."""
+    return hash_video(movie(seed), views=REFERENCE_VIEWS)
+
+
+@dataclass(frozen=True)
+class Movies:
+    ids: list[str]
+    """Library ids of the two movies (seeds 41 and 42), indexed by sound and pictures."""
+    campaign_id: str
+
+
+@pytest.fixture
+def movies(services: Services, keys: Keys, catalogue: Catalogue) -> Movies:
+    """Two 16 s movies in both indexes; acme runs a campaign on the first between 4 s and 12 s."""
+    ids = []
+    video_dir = services.settings.index_path / VIDEO_SUBDIRECTORY
+    with (
+        Index.open(services.settings.index_path) as audio,
+        VideoIndex.open(video_dir, create=True) as video,
+        services.sessions() as session,
+    ):
+        for seed in (41, 42):
+            row = Content(
+                title=f"Movie {seed}",
+                kind="programme",
+                status="ready",
+                owner_account_id="acct_owner",
+                duration_s=16.0,
+            )
+            session.add(row)
+            session.flush()
+            audio.add_samples(
+                song(seed), SONG_RATE, ContentSpec(title=row.title, content_id=row.id)
+            )
+            video.add_hashes(movie_hashes(seed), content_id=row.id, title=row.title)
+            ids.append(row.id)
+        acme = session.scalars(select(Organisation).where(Organisation.slug == "acme")).one()
+        campaign = Campaign(
+            organisation_id=acme.id,
+            name="Behind the scenes",
+            advertiser="Acme Films",
+            status="running",
+            payload={"title": "Meet the crew"},
+            cost_per_engagement=40,
+            currency="usd",
+            revenue_share_bps=3000,
+        )
+        campaign.triggers.append(Trigger(content_id=ids[0], start_s=4.0, end_s=12.0))
+        session.add(campaign)
+        session.commit()
+        return Movies(ids, campaign.id)
+
+
+def _matched(client: TestClient, keys: Keys, files: object, **form: str) -> dict[str, Any]:
+    response = client.post(
+        "/v1/match", headers=keys.tv_app, data={"viewer_id": "tv-1", **form}, files=files
+    )
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    assert body["matched"] is True, body
+    return body
+
+
+def _png(picture: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="image2pipe") as output:
+        stream = output.add_stream("png", rate=1)
+        stream.width, stream.height, stream.pix_fmt = picture.shape[1], picture.shape[0], "rgb24"
+        for packet in stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")):
+            output.mux(packet)
+    return buffer.getvalue()
+
+
+def test_pictures_match_from_clips_frames_and_hashes_and_fuse_with_sound(
+    movies: Movies, client: TestClient, keys: Keys, catalogue: Catalogue, tmp_path: Path
+) -> None:
+    first, second = movies.ids
+    programme = Programme(41, width=160, height=90)
+
+    # A silent clip at another frame rate: its pictures alone; the campaign of that moment.
+    clip = encode(render(programme.frame, seconds=5, fps=30, start=6.0), fps=30)
+    body = _matched(client, keys, {"sample": ("clip.mp4", io.BytesIO(clip))})
+    assert body["match"]["content_id"] == first
+    assert body["match"]["offset_s"] == pytest.approx(6.0, abs=0.25)
+    assert [c["id"] for c in body["campaigns"]] == [movies.campaign_id]
+
+    # The smart-TV case: frame hashes computed on the client, kilobytes not pixels.
+    times = [7.0 + i / 4 for i in range(20)]
+    wire = hash_frames([programme.frame(t) for t in times], [t - 7.0 for t in times]).to_bytes()
+    assert len(wire) < 8_000
+    match = _matched(client, keys, {"video_hashes": ("q.vh", io.BytesIO(wire))})["match"]
+    assert match["content_id"] == first and match["offset_s"] == pytest.approx(7.0, abs=0.25)
+
+    # A handful of still frames, one second apart.
+    stills = [
+        ("frames", (f"f{i}.png", io.BytesIO(_png(programme.frame(10.0 + i))), "image/png"))
+        for i in range(5)
+    ]
+    match = _matched(client, keys, stills, frame_interval_s="1.0")["match"]
+    assert match["content_id"] == first and match["offset_s"] == pytest.approx(10.0, abs=0.25)
+
+    # Sound and pictures of one moment: fused, with the sound's precision.
+    both = movie(42, start=5.0, seconds=5.0)
+    match = _matched(client, keys, {"sample": ("both.mp4", io.BytesIO(both))})["match"]
+    assert match["content_id"] == second and match["offset_s"] == pytest.approx(5.0, abs=0.05)
+    # Unknown sound over known pictures, and known sound over a black screen: each signal answers.
+    for sample, offset in (
+        (movie(42, start=2.0, seconds=5.0, sound=99), 2.0),
+        (movie(42, start=9.0, seconds=5.0, with_pictures=False), 9.0),
+    ):
+        match = _matched(client, keys, {"sample": ("s.mp4", io.BytesIO(sample))})["match"]
+        assert match["content_id"] == second and match["offset_s"] == pytest.approx(
+            offset, abs=0.25
+        )
+
+    # A smart TV sends both kinds of client evidence: fused too.
+    sound_wire = AudioSignal().fingerprint_query(movie(42, start=5.0, seconds=5.0)).to_bytes()
+    picture_wire = hash_video(both).to_bytes()
+    evidence = {
+        "fingerprints": ("q.fp", io.BytesIO(sound_wire)),
+        "video_hashes": ("q.vh", io.BytesIO(picture_wire)),
+    }
+    match = _matched(client, keys, evidence)["match"]
+    assert match["content_id"] == second and match["offset_s"] == pytest.approx(5.0, abs=0.05)
+
+    # Plain audio samples still match beside the video index.
+    song_id = list(catalogue.songs)[1]
+    wav = excerpt_wav(catalogue.songs[song_id], 4.0, 4.0, tmp_path)
+    assert (
+        _matched(client, keys, {"sample": ("s.wav", io.BytesIO(wav))})["match"]["content_id"]
+        == song_id
+    )
+
+
+def test_bad_picture_evidence_is_refused(movies: Movies, client: TestClient, keys: Keys) -> None:
+    garbage = client.post(
+        "/v1/match",
+        headers=keys.tv_app,
+        data={"viewer_id": "v"},
+        files={"video_hashes": ("q.vh", io.BytesIO(b"ACRV" + bytes(40)))},
+    )
+    assert garbage.status_code == 422 and garbage.json()["code"] == "invalid_fingerprints"
+    both = client.post(
+        "/v1/match",
+        headers=keys.tv_app,
+        data={"viewer_id": "v"},
+        files=[("video_hashes", ("q.vh", b"x")), ("frames", ("f.png", b"y"))],
+    )
+    assert both.status_code == 422
+    not_an_image = client.post(
+        "/v1/match",
+        headers=keys.tv_app,
+        data={"viewer_id": "v"},
+        files={"frames": ("f.png", io.BytesIO(b"definitely not a picture" * 10))},
+    )
+    assert not_an_image.status_code == 415
+    assert not_an_image.headers["content-type"] == "application/problem+json"

@@ -1,4 +1,4 @@
-"""One read-only index shared by a server's request threads."""
+"""The read-only indexes (audio, video) shared by a server's request threads."""
 
 from __future__ import annotations
 
@@ -8,10 +8,13 @@ import time
 from pathlib import Path
 
 from acr.errors import IndexStoreError
-from acr.index.store import Index
+from acr.index.store import CATALOGUE_FILE, Index
+from acr.index.video import VideoIndex
 from acr.matching import DEFAULT_MIN_CONFIDENCE
 from acr.results import MatchResult
 from acr.signals.base import Fingerprints, MediaSource
+from acr.signals.video import VideoHashes, VideoSignal
+from acr.video_matching import DEFAULT_MIN_CONFIDENCE as DEFAULT_VIDEO_MIN_CONFIDENCE
 
 
 class SharedIndex:
@@ -65,6 +68,57 @@ class SharedIndex:
                 min_confidence=min_confidence,
                 started=started,
                 warps=warps,
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            if self._index is not None:
+                self._index.close()
+                self._index = None
+
+
+class SharedVideoIndex:
+    """A read-only :class:`~acr.index.video.VideoIndex` behind a lock, opened on first use.
+
+    The service's video index lives in ``<index_dir>/video``. Until something
+    is indexed there it does not exist, and :meth:`available` is false: samples
+    are then matched on their sound alone.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+        self._lock = threading.Lock()
+        self._index: VideoIndex | None = None
+
+    def _open(self) -> VideoIndex:
+        if self._index is None:
+            self._index = VideoIndex.open(self.directory, readonly=True)
+        return self._index
+
+    def available(self) -> bool:
+        """Whether there is a video index to match against."""
+        if self._index is not None:
+            return True
+        return (self.directory / CATALOGUE_FILE).exists()
+
+    def hash_query(
+        self, source: MediaSource, *, max_seconds: float | None, max_bytes: int | None
+    ) -> VideoHashes:
+        """Decode and hash a sample (outside the lock)."""
+        return VideoSignal().hash_query(source, max_seconds=max_seconds, max_bytes=max_bytes)
+
+    def match_hashes(
+        self,
+        hashes: VideoHashes,
+        *,
+        top_k: int = 1,
+        min_confidence: float = DEFAULT_VIDEO_MIN_CONFIDENCE,
+        started: float | None = None,
+    ) -> MatchResult:
+        started = time.perf_counter() if started is None else started
+        with self._lock:
+            return self._open().match_hashes(
+                hashes, top_k=top_k, min_confidence=min_confidence, started=started
             )
 
     def close(self) -> None:

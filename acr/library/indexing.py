@@ -1,4 +1,8 @@
-"""The background indexing worker: library rows in, fingerprints in the index.
+"""The background indexing worker: library rows in, fingerprints in the indexes.
+
+Media with sound go into the audio index, media with pictures into the video
+index beside it (``<index_dir>/video``), both under the content's id; a
+content is ready when either took it.
 
 The database says what should be indexed (contents in ``processing``) and what
 should not be any more (deleted contents); the index says what is. The worker
@@ -33,12 +37,22 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from acr.db.models import Content, utcnow
 from acr.db.session import write_session
-from acr.errors import AcrError, IndexStoreError, UnknownContentError
+from acr.errors import (
+    AcrError,
+    IndexStoreError,
+    MediaError,
+    MediaTooShortError,
+    NoAudioStreamError,
+    SilentMediaError,
+    UnknownContentError,
+)
 from acr.index.catalogue import Catalogue, ContentRecord, ContentSpec
 from acr.index.store import CATALOGUE_FILE, Index, file_sha256
+from acr.index.video import VIDEO_SUBDIRECTORY, VideoIndex
 from acr.library.contents import KINDS, emit_content_event
 from acr.settings import Settings
 from acr.signals.base import Fingerprints
+from acr.signals.video.frames import NoVideoStreamError
 from indexer.job import describe_error
 
 __all__ = ["MAX_ATTEMPTS", "ContentIndexer", "sync_from_index"]
@@ -81,25 +95,35 @@ class ContentIndexer:
         self._sessions = sessions
         self._index_path = settings.index_path
         self._index: Index | None = None
+        self._video: VideoIndex | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def _open(self) -> Index | None:
-        """The writable index, or None while another process holds it."""
+        """The writable indexes (sound, and pictures beside it), or None while another
+        process holds them."""
         if self._index is None:
             try:
-                self._index = Index.open(self._index_path, create=True)
+                index = Index.open(self._index_path, create=True)
             except IndexStoreError as error:
                 log.debug("indexer idle: %s", error)
                 return None
+            try:
+                self._video = VideoIndex.open(self._index_path / VIDEO_SUBDIRECTORY, create=True)
+            except IndexStoreError as error:
+                index.close()
+                log.debug("indexer idle: %s", error)
+                return None
+            self._index = index
             log.info("indexer writing %s", self._index_path)
         return self._index
 
     def close(self) -> None:
-        """Release the index (and its writer lock)."""
-        if self._index is not None:
-            self._index.close()
-            self._index = None
+        """Release the indexes (and their writer locks)."""
+        for index in (self._index, self._video):
+            if index is not None:
+                index.close()
+        self._index = self._video = None
 
     # -- work --------------------------------------------------------------------------------
 
@@ -128,8 +152,10 @@ class ContentIndexer:
             return False
         for content_id in ids:
             # Not found: deleted before it was ever indexed, or removed by a pass that then died.
-            with contextlib.suppress(UnknownContentError):
-                index.remove(content_id)
+            for signal in (index, self._video):
+                if signal is not None:
+                    with contextlib.suppress(UnknownContentError):
+                        signal.remove(content_id)
         with write_session(self._sessions) as session:
             for row in session.scalars(select(Content).where(Content.id.in_(ids))):
                 row.unindexed_at = utcnow()
@@ -167,13 +193,19 @@ class ContentIndexer:
         return claim
 
     def _index_one(self, index: Index, claim: _Claim) -> None:
-        try:
-            record: ContentRecord | None = index.get(claim.id)
-        except UnknownContentError:
-            record = None
-        if record is not None:
-            # Indexed by a pass that died before it could say so.
-            self._finish(claim.id, duration_s=record.duration_s, indexed_at=record.added_at)
+        video = self._video
+        assert video is not None  # opened with the audio index
+        heard = _indexed(index, claim.id)
+        seen = _indexed(video, claim.id)
+        if heard is not None or seen is not None:
+            # Indexed by a pass that died before it could say so. Pictures are added
+            # last: sound without pictures may be a pass that died in between.
+            if seen is None:
+                with contextlib.suppress(Exception):
+                    seen = _add_pictures(video, claim, _spec(claim))
+            done = seen or heard
+            assert done is not None
+            self._finish(claim.id, duration_s=done.duration_s, indexed_at=done.added_at)
             return
         if claim.attempts > MAX_ATTEMPTS:
             self._finish(
@@ -185,21 +217,32 @@ class ContentIndexer:
         if not claim.media_path:
             self._finish(claim.id, reason="file_not_found: the content has no media file")
             return
+        spec = _spec(claim)
+        soundless: MediaError | None = None
         try:
-            fingerprints = _fingerprint(index, claim)
+            fingerprints: Fingerprints | None = _fingerprint(index, claim)
+        except (NoAudioStreamError, SilentMediaError, MediaTooShortError) as error:
+            fingerprints, soundless = None, error  # its pictures may still be content
         except Exception as error:  # any file that cannot be indexed fails itself, not the worker
             code, message = describe_error(error)
             self._finish(claim.id, reason=f"{code}: {message}")
             return
-        spec = ContentSpec(
-            title=claim.title,
-            content_id=claim.id,
-            source=claim.media_path,
-            content_hash=claim.sha256,
-            owner=claim.owner_account_id,
-        )
-        added = index.add_batch([(spec, fingerprints)])[0]
-        self._finish(claim.id, duration_s=added.duration_s, indexed_at=added.added_at)
+        added = index.add_batch([(spec, fingerprints)])[0] if fingerprints is not None else None
+        try:
+            pictures = _add_pictures(video, claim, spec)
+        except Exception as error:
+            if added is None:  # neither sound nor pictures: the sound's reason, else the pictures'
+                code, message = describe_error(
+                    soundless if isinstance(error, NoVideoStreamError) and soundless else error
+                )
+                self._finish(claim.id, reason=f"{code}: {message}")
+                return
+            pictures = None
+            if not isinstance(error, NoVideoStreamError):
+                log.warning("content %s: sound indexed, pictures not: %s", claim.id, error)
+        done = pictures or added
+        assert done is not None
+        self._finish(claim.id, duration_s=done.duration_s, indexed_at=done.added_at)
 
     def _finish(
         self,
@@ -239,6 +282,32 @@ class _MediaChangedError(AcrError):
     code = "media_changed"
 
 
+def _spec(claim: _Claim) -> ContentSpec:
+    return ContentSpec(
+        title=claim.title,
+        content_id=claim.id,
+        source=claim.media_path,
+        content_hash=claim.sha256,
+        owner=claim.owner_account_id,
+    )
+
+
+def _indexed(index: Index | VideoIndex, content_id: str) -> ContentRecord | None:
+    try:
+        return index.get(content_id)
+    except UnknownContentError:
+        return None
+
+
+def _add_pictures(video: VideoIndex, claim: _Claim, spec: ContentSpec) -> ContentRecord:
+    """Hash the pictures of the content's media (every reference view) and add them."""
+    assert claim.media_path is not None
+    hashes = video.signal.hash_reference(claim.media_path)
+    if len(hashes) == 0:
+        raise SilentMediaError(f"{claim.media_path}: every frame of the video is flat or black")
+    return video.add_batch([(spec, hashes)])[0]
+
+
 def _fingerprint(index: Index, claim: _Claim) -> Fingerprints:
     assert claim.media_path is not None
     # Imported files stay where they are and may be replaced there: index only
@@ -263,22 +332,26 @@ def sync_from_index(sessions: sessionmaker[Session], index_path: Path) -> int:
     sessions : sessionmaker
         The service database.
     index_path : Path
-        The index; nothing is done if there is none yet.
+        The index (its audio catalogue, and the video one in ``video/``);
+        nothing is done if there is none yet.
 
     Returns
     -------
     int
         Number of contents registered.
     """
-    # The catalogue alone says what is indexed; opening the index would load its codes too.
-    path = Path(index_path) / CATALOGUE_FILE
-    if not path.exists():
-        return 0
-    catalogue = Catalogue(path, readonly=True)
-    try:
-        records = catalogue.live_contents()
-    finally:
-        catalogue.close()
+    # The catalogues alone say what is indexed; opening the indexes would load their codes too.
+    records: list[ContentRecord] = []
+    for path in (
+        Path(index_path) / CATALOGUE_FILE,
+        Path(index_path) / VIDEO_SUBDIRECTORY / CATALOGUE_FILE,
+    ):
+        if path.exists():
+            catalogue = Catalogue(path, readonly=True)
+            try:
+                records += catalogue.live_contents()
+            finally:
+                catalogue.close()
     return register_indexed(sessions, records)
 
 

@@ -17,9 +17,12 @@ from acr import idempotency
 from acr.campaigns.serving import Moment, ServedCampaign, serve
 from acr.db.models import Content, utcnow
 from acr.db.session import write_session
-from acr.errors import MediaTooShortError, SilentMediaError
-from acr.results import Match
+from acr.errors import MediaError, MediaTooShortError, SilentMediaError
+from acr.results import Match, MatchResult
 from acr.signals.base import Fingerprints
+from acr.signals.video import DEFAULT_FPS, VideoHashes, hash_stills
+from acr.signals.video.frames import NoVideoStreamError
+from acr.video_matching import DEFAULT_MIN_CONFIDENCE, FUSION_FLOOR, fuse
 from api.deps import ServicesDep
 from api.idempotent import IdempotencyKey, IdempotentPost, replayed_header
 from api.observability import observe_engagement, observe_match
@@ -32,6 +35,8 @@ router = APIRouter(prefix="/v1", tags=["match"])
 NoMatchReason = Literal["silence", "too_short", "no_match"]
 MAX_CANDIDATES = 5
 """Alternatives looked at when the best match names content the library no longer serves."""
+MAX_FRAMES = 64
+"""Still frames accepted in one request: sixteen seconds at four frames a second."""
 
 
 class MatchedContent(BaseModel):
@@ -83,11 +88,52 @@ def viewer_hash(secret: bytes, app_id: str | None, viewer_id: str) -> str:
     return hmac.new(secret, message, hashlib.sha256).hexdigest()
 
 
-def _read(upload: UploadFile, limit: int) -> bytes:
-    data = upload.file.read(limit + 1)
-    if len(data) > limit:
-        raise Problem(413, "payload_too_large", f"the sample is larger than {limit} bytes")
-    return data
+class _Budget:
+    """Reads uploads, refusing the request once they add up to more than `limit` bytes."""
+
+    def __init__(self, limit: int) -> None:
+        self.left = limit
+        self.limit = limit
+
+    def read(self, upload: UploadFile) -> bytes:
+        data = upload.file.read(self.left + 1)
+        if len(data) > self.left:
+            raise Problem(413, "payload_too_large", f"the sample is larger than {self.limit} bytes")
+        self.left -= len(data)
+        return data
+
+
+def _one_of(message: str) -> Problem:
+    return Problem(
+        422,
+        "validation_error",
+        message,
+        errors=[{"loc": ["body", "sample"], "msg": message, "type": "value_error"}],
+    )
+
+
+@dataclass(frozen=True)
+class _Query:
+    """What a viewer app sent: media, or client-side evidence of sound and/or pictures."""
+
+    media: bytes | None
+    fingerprints: bytes | None
+    video_hashes: bytes | None
+    frames: list[bytes]
+    frame_interval_s: float
+
+    def identity(self) -> list[bytes | str | None]:
+        """The parts that decide the outcome, for the idempotency check."""
+        if self.media is not None:
+            return ["sample", self.media]
+        parts: list[bytes | str | None] = []
+        if self.fingerprints is not None:
+            parts += ["fingerprints", self.fingerprints]
+        if self.video_hashes is not None:
+            parts += ["video_hashes", self.video_hashes]
+        if self.frames:
+            parts += ["frames", repr(self.frame_interval_s), *self.frames]
+        return parts
 
 
 @router.post(
@@ -109,6 +155,22 @@ def match(
         UploadFile | None,
         File(description="Query fingerprints computed on the client (acr wire format)"),
     ] = None,
+    video_hashes: Annotated[
+        UploadFile | None,
+        File(
+            description="Frame hashes computed on the client (acr video wire format, "
+            "about 1 KB per second of picture): a smart TV's own frame buffer"
+        ),
+    ] = None,
+    frames: Annotated[
+        list[UploadFile] | None,
+        File(
+            description=f"A handful of still frames (images), in time order; at most {MAX_FRAMES}"
+        ),
+    ] = None,
+    frame_interval_s: Annotated[
+        float, Form(gt=0, le=10, description="Seconds between consecutive `frames`")
+    ] = 1.0 / DEFAULT_FPS,
     country: Annotated[
         str | None, Form(pattern="^[A-Za-z]{2}$", description="ISO 3166-1 alpha-2")
     ] = None,
@@ -118,35 +180,34 @@ def match(
 ) -> dict[str, Any]:
     """Identify a sample and serve the campaigns attached to that content at that moment.
 
-    Send exactly one of ``sample`` (media) or ``fingerprints``. With an
-    ``Idempotency-Key``, a retry returns the first answer and records nothing
-    again; the same key with a different request is refused with 409.
+    Send either ``sample`` (media: sound, pictures or both, each matched on
+    what it has) or client-side evidence: ``fingerprints`` (sound) and/or
+    ``video_hashes`` or ``frames`` (pictures). Evidence of both kinds is fused
+    into one answer. With an ``Idempotency-Key``, a retry returns the first
+    answer and records nothing again; the same key with a different request
+    is refused with 409.
     """
-    if (sample is None) == (fingerprints is None):
-        raise Problem(
-            422,
-            "validation_error",
-            "send exactly one of `sample` (media) or `fingerprints`",
-            errors=[
-                {
-                    "loc": ["body", "sample"],
-                    "msg": "exactly one of sample, fingerprints",
-                    "type": "value_error",
-                }
-            ],
-        )
+    pictures = [p for p in (video_hashes, *(frames or [])) if p is not None]
+    if sample is not None and (fingerprints is not None or pictures):
+        raise _one_of("`sample` (media) comes alone, without client-side evidence")
+    if sample is None and fingerprints is None and not pictures:
+        raise _one_of("send `sample` (media), or `fingerprints` and/or `video_hashes` or `frames`")
+    if video_hashes is not None and frames:
+        raise _one_of("send `video_hashes` or `frames`, not both")
+    if frames and len(frames) > MAX_FRAMES:
+        raise Problem(413, "too_many_frames", f"at most {MAX_FRAMES} frames per request")
     settings = services.settings
-    upload = sample if sample is not None else fingerprints
-    assert upload is not None
-    data = _read(upload, settings.max_sample_bytes)
+    budget = _Budget(settings.max_sample_bytes)
+    query = _Query(
+        media=budget.read(sample) if sample is not None else None,
+        fingerprints=budget.read(fingerprints) if fingerprints is not None else None,
+        video_hashes=budget.read(video_hashes) if video_hashes is not None else None,
+        frames=[budget.read(frame) for frame in frames or []],
+        frame_interval_s=frame_interval_s,
+    )
     country = country.upper() if country else None
     request_hash = idempotency.request_fingerprint(
-        "sample" if sample is not None else "fingerprints",
-        data,
-        viewer_id,
-        country,
-        platform,
-        str(max_campaigns),
+        *query.identity(), viewer_id, country, platform, str(max_campaigns)
     )
     post = IdempotentPost(
         services.sessions, principal.key_id, idempotency_key, "/v1/match", request_hash
@@ -157,8 +218,7 @@ def match(
         with post.released_on_error():
             body = _identify_and_serve(
                 services,
-                data,
-                is_media=sample is not None,
+                query,
                 viewer=Viewer(
                     viewer_hash(services.viewer_secret, principal.app_id, viewer_id),
                     principal.app_id,
@@ -178,38 +238,37 @@ def match(
 
 def _identify_and_serve(
     services: Services,
-    data: bytes,
+    query: _Query,
     *,
-    is_media: bool,
     viewer: Viewer,
     max_campaigns: int,
     post: IdempotentPost,
 ) -> dict[str, Any]:
     started = time.perf_counter()
     settings = services.settings
-    reason: NoMatchReason | None = None
     found: Match | None = None
     content: Content | None = None
-    query_duration_s = 0.0
-    try:
-        query = (
-            services.index.fingerprint_query(
-                data, max_seconds=settings.max_sample_seconds, max_bytes=settings.max_sample_bytes
-            )
-            if is_media
-            else _client_fingerprints(data, settings.max_sample_seconds)
-        )
-    except SilentMediaError:
-        reason = "silence"
-    except MediaTooShortError:
-        reason = "too_short"
+    heard = _hear(services, query)
+    seen = _see(services, query, sound_failed=heard.failure)
+    reason: NoMatchReason | None = None
+    if heard.result is None and seen.result is None:
+        reason = heard.reason or seen.reason or "no_match"
     else:
-        query_duration_s = query.duration_s
-        result = services.index.match_fingerprints(query, top_k=MAX_CANDIDATES, started=started)
+        result = (
+            # Each signal reported down to the fusion floor; the threshold applies to the fusion.
+            fuse(
+                heard.result,
+                seen.result,
+                top_k=MAX_CANDIDATES,
+                min_confidence=max(settings.min_confidence, DEFAULT_MIN_CONFIDENCE),
+            )
+            if _pictures_in_play(services, query)
+            else heard.result
+        )
+        assert result is not None
         candidates = [m for m in result.matches if m.confidence >= settings.min_confidence]
         found, content = first_live(services, candidates)
         reason = None if found else "no_match"
-
     return respond(
         services,
         found,
@@ -217,9 +276,104 @@ def _identify_and_serve(
         reason,
         viewer=viewer,
         max_campaigns=max_campaigns,
-        query_duration_s=query_duration_s,
+        query_duration_s=max(heard.duration_s, seen.duration_s),
         started=started,
         post=post,
+    )
+
+
+@dataclass(frozen=True)
+class _Evidence:
+    """One signal's part of the answer."""
+
+    result: MatchResult | None = None
+    reason: NoMatchReason | None = None
+    duration_s: float = 0.0
+    failure: MediaError | None = None
+    """Why the sample's sound could not be used at all (it has none, or is damaged)."""
+
+
+def _pictures_in_play(services: Services, query: _Query) -> bool:
+    if query.media is not None:
+        return services.video_index.available()
+    return query.video_hashes is not None or bool(query.frames)
+
+
+def _hear(services: Services, query: _Query) -> _Evidence:
+    """Match the sample's sound, if it has any."""
+    settings = services.settings
+    if query.media is None and query.fingerprints is None:
+        return _Evidence()
+    fused = _pictures_in_play(services, query)
+    try:
+        fingerprints = (
+            services.index.fingerprint_query(
+                query.media,
+                max_seconds=settings.max_sample_seconds,
+                max_bytes=settings.max_sample_bytes,
+            )
+            if query.media is not None
+            else _client_fingerprints(query.fingerprints or b"", settings.max_sample_seconds)
+        )
+    except SilentMediaError:
+        return _Evidence(reason="silence")
+    except MediaTooShortError:
+        return _Evidence(reason="too_short")
+    except MediaError as error:
+        if not fused or query.media is None:
+            raise
+        return _Evidence(failure=error)
+    options: dict[str, Any] = {"min_confidence": FUSION_FLOOR} if fused else {}
+    result = services.index.match_fingerprints(fingerprints, top_k=MAX_CANDIDATES, **options)
+    return _Evidence(result=result, duration_s=fingerprints.duration_s)
+
+
+def _see(services: Services, query: _Query, *, sound_failed: MediaError | None) -> _Evidence:
+    """Match the sample's pictures, if it has any and there is a video index."""
+    if not _pictures_in_play(services, query):
+        if sound_failed is not None:
+            raise sound_failed
+        return _Evidence()
+    try:
+        hashes = _video_hashes(services, query)
+    except NoVideoStreamError:
+        if sound_failed is not None:
+            raise sound_failed from None  # neither sound nor pictures: the sound's reason
+        return _Evidence()
+    except MediaError:
+        if sound_failed is not None or query.media is None:
+            raise
+        return _Evidence()  # damaged pictures beside usable sound: the sound answers
+    if len(hashes) == 0:
+        return _Evidence(reason="no_match", duration_s=hashes.duration_s)
+    if not services.video_index.available():
+        return _Evidence(reason="no_match", duration_s=hashes.duration_s)
+    result = services.video_index.match_hashes(
+        hashes, top_k=MAX_CANDIDATES, min_confidence=FUSION_FLOOR
+    )
+    return _Evidence(result=result, duration_s=hashes.duration_s)
+
+
+def _video_hashes(services: Services, query: _Query) -> VideoHashes:
+    settings = services.settings
+    if query.media is not None:
+        return services.video_index.hash_query(
+            query.media,
+            max_seconds=settings.max_sample_seconds,
+            max_bytes=settings.max_sample_bytes,
+        )
+    if query.video_hashes is not None:
+        hashes = VideoHashes.from_bytes(query.video_hashes)
+        if hashes.duration_s > settings.max_sample_seconds:
+            raise Problem(
+                413,
+                "media_too_long",
+                f"the video hashes cover {hashes.duration_s:.1f} s; "
+                f"the limit is {settings.max_sample_seconds:g} s",
+            )
+        return hashes
+    return hash_stills(
+        query.frames, interval_s=query.frame_interval_s, max_bytes=settings.max_sample_bytes
     )
 
 

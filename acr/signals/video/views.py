@@ -1,0 +1,95 @@
+"""Stage 2b: the views of a frame that are hashed — what makes PDQ survive crops and overlays.
+
+PDQ hashes the whole picture's low frequencies, so it is not shift-invariant:
+cropping 5 % off one side moves every edge by 3 of its 64 pixels and flips a
+quarter of the bits; 10 % flips as many as an unrelated picture would. And an
+overlay over a quarter of the picture (a logo, a caption, an inset) moves the
+median that every bit is compared with.
+
+So each frame is hashed as several views, each a rectangle of the picture
+inside the bars, and a query view is only compared with the reference views
+it can meet (:data:`COMPARED_WITH`):
+
+* the *whole picture*: the query hashes it as it is; the reference also
+  hashes 15 crop windows (92 % and 90 % of each dimension, at either end or
+  centred), so a sample cropped by up to about 10 % in any way meets a
+  window within reach of its own hash;
+* the *halves* (top, bottom, left, right), on both sides: an overlay in a
+  corner or a caption along an edge leaves at least one half untouched;
+* on the query side, the *inset* of a picture-in-picture, when one is found
+  (:mod:`acr.signals.video.inset`), compared with every crop window.
+
+The costs (index size, match latency) and the measurements behind the
+choice are in ``docs/video.md``.
+"""
+
+from __future__ import annotations
+
+from typing import Final, NamedTuple
+
+import numpy as np
+from numpy.typing import NDArray
+
+__all__ = [
+    "COMPARED_WITH",
+    "INSET",
+    "QUERY_VIEWS",
+    "REFERENCE_VIEWS",
+    "VIEWS",
+    "WHOLE",
+    "View",
+    "view_pixels",
+]
+
+
+class View(NamedTuple):
+    """A rectangle of the picture, in fractions of its width and height."""
+
+    left: float
+    right: float
+    top: float
+    bottom: float
+
+
+_SPANS: Final = ((0.0, 1.0), (0.05, 0.95), (0.0, 0.92), (0.08, 1.0))
+_WINDOWS: Final = tuple(View(x0, x1, y0, y1) for (x0, x1) in _SPANS for (y0, y1) in _SPANS)
+_HALVES: Final = (
+    View(0.0, 1.0, 0.0, 0.5),
+    View(0.0, 1.0, 0.5, 1.0),
+    View(0.0, 0.5, 0.0, 1.0),
+    View(0.5, 1.0, 0.0, 1.0),
+)
+VIEWS: Final[tuple[View, ...]] = (*_WINDOWS, *_HALVES)
+"""Every view, by id (its position); id 0 is the whole picture."""
+
+_WINDOW_IDS: Final = tuple(range(len(_WINDOWS)))
+_HALF_IDS: Final = tuple(range(len(_WINDOWS), len(_WINDOWS) + len(_HALVES)))
+
+REFERENCE_VIEWS: Final[tuple[int, ...]] = (*_WINDOW_IDS, *_HALF_IDS)
+"""Views hashed for the index: the whole picture, its crop windows and its halves."""
+INSET: Final = len(VIEWS)
+"""View id of a picture-in-picture inset, when one is found (:mod:`acr.signals.video.inset`)."""
+
+QUERY_VIEWS: Final[tuple[int, ...]] = (0, *_HALF_IDS, INSET)
+"""Views hashed for a sample: the whole picture, its halves, and an inset if there is one."""
+
+COMPARED_WITH: Final[dict[int, tuple[int, ...]]] = {
+    0: _WINDOW_IDS,
+    **{half: (half,) for half in _HALF_IDS},
+    INSET: _WINDOW_IDS,
+}
+"""The reference views each query view is compared with: the whole picture and an
+inset with every crop window, a half with the same half."""
+
+WHOLE: Final = 0
+"""The view id of the whole picture."""
+
+
+def view_pixels(frames: NDArray[np.float32], view: View) -> NDArray[np.float32]:
+    """The rectangle of `view` in frames of shape (n, h, w), at least one pixel each way."""
+    _, height, width = frames.shape
+    top, bottom = round(view.top * height), max(round(view.bottom * height), 1)
+    left, right = round(view.left * width), max(round(view.right * width), 1)
+    return np.ascontiguousarray(
+        frames[:, min(top, bottom - 1) : bottom, min(left, right - 1) : right]
+    )

@@ -1,0 +1,139 @@
+"""PDQ hashes, bars and the video wire format: pure functions over arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from acr.errors import FingerprintFormatError
+from acr.signals.video import MIN_QUALITY, REFERENCE_VIEWS, VideoHashes, hash_frames
+from acr.signals.video.bars import content_box
+from acr.signals.video.inset import find_inset
+from acr.signals.video.pdq import hamming, luma, pdq_hashes
+from tests.video_clips import Programme
+
+
+def _picture(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    blocks = rng.random((height // 8 + 2, width // 8 + 2, 3))
+    smooth = np.kron(blocks, np.ones((8, 8, 1)))[:height, :width]
+    noisy = smooth * 255 * rng.uniform(0.2, 1.0) + rng.normal(0, 10, smooth.shape)
+    return np.clip(noisy, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize(
+    "shape", [(64, 64), (144, 256), (288, 512), (1080, 1920), (37, 91), (5, 7)]
+)
+def test_hashes_and_quality_are_bit_exact_with_the_reference_implementation(
+    shape: tuple[int, int],
+) -> None:
+    pdqhash = pytest.importorskip("pdqhash")
+    rng = np.random.default_rng(sum(shape))
+    for _ in range(3):
+        image = _picture(rng, *shape)
+        bits, quality = pdqhash.compute(image)
+        mine, my_quality = pdq_hashes(luma(image[None]))
+        assert np.array_equal(np.unpackbits(mine[0]), bits)
+        assert int(my_quality[0]) == quality
+
+
+def test_flat_frames_have_no_quality_and_are_not_kept() -> None:
+    black = np.zeros((90, 160, 3), dtype=np.uint8)
+    grey = np.full((90, 160, 3), 128, dtype=np.uint8)
+    _, quality = pdq_hashes(luma(np.stack([black, grey])))
+    assert quality.tolist() == [0, 0]
+    assert len(hash_frames([black, grey], [0.0, 0.25])) == 0
+
+
+def test_hamming_of_a_hash_with_its_complement_is_256() -> None:
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, 256, (4, 32), dtype=np.uint8)
+    assert hamming(a, a).tolist() == [0] * 4
+    assert hamming(a, ~a).tolist() == [256] * 4
+
+
+def test_letterbox_and_grey_pillarbox_bars_are_found() -> None:
+    picture = luma(np.stack([Programme(3, width=160, height=90).frame(t) for t in (0.0, 1.0)]))
+    letterboxed = np.zeros((2, 120, 160), dtype=np.float32)
+    letterboxed[:, 15:105] = picture
+    box = content_box(letterboxed)
+    assert 15 <= box.top <= 17 and 103 <= box.bottom <= 105
+    assert (box.left, box.right) == (0, 160)
+    pillarboxed = np.full((2, 90, 200), 40.0, dtype=np.float32)
+    pillarboxed[:, :, 20:180] = picture
+    box = content_box(pillarboxed)
+    assert (box.top, box.bottom) == (0, 90)
+    assert 20 <= box.left <= 22 and 178 <= box.right <= 180
+
+
+def test_a_flat_band_in_one_frame_is_not_taken_for_a_bar() -> None:
+    frames = luma(np.stack([Programme(4, width=160, height=90).frame(t) for t in (0.0, 2.0)]))
+    frames[0, :30] = 0.0  # a dark sky in one frame only
+    assert content_box(frames).top == 0
+    flat = np.zeros((3, 90, 160), dtype=np.float32)
+    assert content_box(flat) == (0, 90, 0, 160)
+
+
+def test_wire_format_round_trips_and_is_small() -> None:
+    programme = Programme(5, width=160, height=90)
+    times = [i / 4 for i in range(20)]
+    hashes = hash_frames([programme.frame(t) for t in times], times, views=REFERENCE_VIEWS)
+    assert len(hashes) > 0 and int(hashes.quality.min()) >= MIN_QUALITY
+    wire = hashes.to_bytes()
+    again = VideoHashes.from_bytes(wire)
+    assert np.array_equal(again.hashes, hashes.hashes)
+    assert np.array_equal(again.times_s, hashes.times_s)
+    assert np.array_equal(again.views, hashes.views)
+    assert again.duration_s == hashes.duration_s
+    query = hash_frames([programme.frame(t) for t in times], times)
+    assert len(query.to_bytes()) < 10_000  # 5 s of pictures in a few kilobytes
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda b: b[:10],
+        lambda b: b"XXXX" + b[4:],
+        lambda b: b[:-1],
+        lambda b: b + b"\0",
+        lambda b: b[:4] + b"\x09\x00" + b[6:],
+    ],
+    ids=["short", "magic", "truncated", "trailing", "version"],
+)
+def test_malformed_wire_payloads_are_refused(mutate: object) -> None:
+    assert callable(mutate)
+    programme = Programme(6, width=160, height=90)
+    wire = hash_frames([programme.frame(t) for t in (0.0, 0.25)], [0.0, 0.25]).to_bytes()
+    with pytest.raises(FingerprintFormatError):
+        VideoHashes.from_bytes(mutate(wire))
+
+
+def test_times_out_of_order_are_refused() -> None:
+    programme = Programme(6, width=160, height=90)
+    hashes = hash_frames([programme.frame(t) for t in (0.0, 0.25)], [0.0, 0.25])
+    backwards = VideoHashes(
+        hashes=hashes.hashes,
+        times_s=hashes.times_s[::-1].copy(),
+        quality=hashes.quality,
+        duration_s=hashes.duration_s,
+        views=hashes.views,
+    )
+    with pytest.raises(FingerprintFormatError):
+        VideoHashes.from_bytes(backwards.to_bytes())
+    with pytest.raises(ValueError, match="non-decreasing"):
+        hash_frames([programme.frame(0.0)] * 2, [1.0, 0.5])
+
+
+def test_a_picture_in_picture_inset_is_found_and_plain_pictures_have_none() -> None:
+    inner, host = Programme(7, width=256, height=144), Programme(8, width=256, height=144)
+    times = [i / 4 for i in range(16)]
+    plain = luma(np.stack([host.frame(t) for t in times]))
+    assert find_inset(plain) is None
+    framed = plain.copy()
+    small = luma(np.stack([inner.frame(t)[::2, ::2] for t in times]))  # half size
+    top, left = 144 - 72 - 7, 10
+    framed[:, top - 2 : top + 74, left - 2 : left + 130] = 235.0
+    framed[:, top : top + 72, left : left + 128] = small
+    box = find_inset(framed)
+    assert box is not None
+    assert abs(box.top - top) <= 6 and abs(box.left - left) <= 6
+    assert abs((box.bottom - box.top) - 72) <= 10 and abs((box.right - box.left) - 128) <= 12
