@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from acr import __version__
-from acr.errors import AcrError, IndexStoreError, NoAudioStreamError
+from acr.errors import AcrError, IndexStoreError, NoAudioStreamError, NoVideoStreamError
 from acr.index.store import (
     CATALOGUE_FILE,
     DEFAULT_MAX_QUERY_BYTES,
@@ -67,7 +67,6 @@ from acr.index.video import VIDEO_SUBDIRECTORY, VideoIndex
 from acr.matching import DEFAULT_MIN_CONFIDENCE
 from acr.results import Match, MatchResult
 from acr.signals.base import MediaSource
-from acr.signals.video.frames import NoVideoStreamError
 from acr.video_matching import FUSION_FLOOR, fuse
 from indexer.job import (
     BatchInterrupted,

@@ -48,6 +48,12 @@ class NoAudioStreamError(MediaError):
     code = "no_audio_stream"
 
 
+class NoVideoStreamError(MediaError):
+    """The container decodes but has no video stream (an audio-only file)."""
+
+    code = "no_video_stream"
+
+
 class SilentMediaError(MediaError):
     """The audio is digital silence or too quiet to fingerprint."""
 

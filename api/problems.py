@@ -74,6 +74,7 @@ _CORE_STATUS: dict[type[core.AcrError], int] = {
     core.EmptyMediaError: 400,
     core.CorruptMediaError: 422,
     core.NoAudioStreamError: 422,
+    core.NoVideoStreamError: 422,
     core.SilentMediaError: 422,
     core.MediaTooShortError: 422,
     core.FingerprintFormatError: 422,

@@ -16,10 +16,11 @@ from acr.errors import (
     EmptyMediaError,
     MediaTooLargeError,
     MediaTooLongError,
+    NoVideoStreamError,
     UnsupportedFormatError,
 )
 from acr.signals.video import QUERY_VIEWS, hash_frames, hash_stills, hash_video
-from acr.signals.video.frames import NoVideoStreamError, sample_frames
+from acr.signals.video.frames import sample_frames
 from acr.signals.video.pdq import hamming
 from tests.video_clips import Programme, encode, render
 

@@ -43,6 +43,7 @@ from acr.errors import (
     MediaError,
     MediaTooShortError,
     NoAudioStreamError,
+    NoVideoStreamError,
     SilentMediaError,
     UnknownContentError,
 )
@@ -52,7 +53,6 @@ from acr.index.video import VIDEO_SUBDIRECTORY, VideoIndex
 from acr.library.contents import KINDS, emit_content_event
 from acr.settings import Settings
 from acr.signals.base import Fingerprints
-from acr.signals.video.frames import NoVideoStreamError
 from indexer.job import describe_error
 
 __all__ = ["MAX_ATTEMPTS", "ContentIndexer", "sync_from_index"]

@@ -17,11 +17,10 @@ from acr import idempotency
 from acr.campaigns.serving import Moment, ServedCampaign, serve
 from acr.db.models import Content, utcnow
 from acr.db.session import write_session
-from acr.errors import MediaError, MediaTooShortError, SilentMediaError
+from acr.errors import MediaError, MediaTooShortError, NoVideoStreamError, SilentMediaError
 from acr.results import Match, MatchResult
 from acr.signals.base import Fingerprints
 from acr.signals.video import DEFAULT_FPS, VideoHashes, hash_stills
-from acr.signals.video.frames import NoVideoStreamError
 from acr.video_matching import DEFAULT_MIN_CONFIDENCE, FUSION_FLOOR, fuse
 from api.deps import ServicesDep
 from api.idempotent import IdempotencyKey, IdempotentPost, replayed_header

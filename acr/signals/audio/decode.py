@@ -16,25 +16,15 @@ exceptions that are not media errors are caller errors about the *path*: a
 missing file raises :class:`FileNotFoundError`, a directory
 :class:`IsADirectoryError`, an unreadable file :class:`PermissionError`.
 
-FFmpeg log output
------------------
-FFmpeg writes a warning for every damaged packet it skips. PyAV >= 13 drops
-FFmpeg's log output unless asked to keep it, but older releases forward it to
-Python's :mod:`logging`. So that a service decoding damaged uploads does not
-flood its logs, importing this module lowers FFmpeg's log level to ``ERROR``
-if it is more verbose than that (it never makes FFmpeg louder). This is done
-once, at import: an application that wants FFmpeg's messages can still call
-``av.logging.set_level`` afterwards. The errors themselves reach the caller
-as typed exceptions.
+Opening the input, the demuxers allowed and FFmpeg's log level are shared
+with the video signal: see :mod:`acr.signals.media`.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import math
-import os
-from typing import IO, Any, Final
+from typing import Any, Final
 
 import av
 import av.error
@@ -45,8 +35,6 @@ from numpy.typing import NDArray
 
 from acr.errors import (
     CorruptMediaError,
-    EmptyMediaError,
-    MediaTooLargeError,
     MediaTooLongError,
     MediaTooShortError,
     NoAudioStreamError,
@@ -54,6 +42,15 @@ from acr.errors import (
     UnsupportedFormatError,
 )
 from acr.signals.base import MediaSource
+from acr.signals.media import (
+    ALLOWED_DEMUXERS,
+    IO_BUFFER_BYTES,
+    PYAV_ERRORS,
+    MediaReader,
+    describe_error,
+    open_error,
+    open_media,
+)
 
 __all__ = ["DEFAULT_MAX_BYTES", "decode_audio", "ensure_audible", "resample"]
 
@@ -74,173 +71,11 @@ _MAX_CONSECUTIVE_ERRORS: Final = 64
 _CHUNK_SAMPLES: Final = 1 << 16
 """Decoded samples gathered before they are handed to the resampler."""
 
-_IO_BUFFER_BYTES: Final = 1 << 18
-"""Size of the buffer through which FFmpeg reads the input."""
-
 _SILENCE_RMS: Final = 10.0 ** (-60.0 / 20.0)
 """RMS level (-60 dBFS) below which audio counts as silent."""
 
 _RMS_BLOCK: Final = 1 << 20
 """Samples per block when summing squares in float64."""
-
-# Demuxers FFmpeg may pick, by the names FFmpeg gives them. Probing is done on
-# the content, so without a list a crafted upload could select a demuxer that
-# opens other files or network URLs (HLS playlists, concat scripts, SDP, image
-# sequences). Every common audio and audio-video container is on the list.
-_ALLOWED_DEMUXERS: Final = (
-    "aac,ac3,aiff,amr,amrnb,amrwb,ape,asf,au,avi,caf,dsf,dts,dtshd,dv,eac3,flac,flv,"
-    "loas,matroska,mlp,mov,mp3,mpc,mpc8,mpeg,mpegts,mxf,nut,ogg,oma,rm,shn,tak,truehd,"
-    "tta,voc,w64,wav,wv,xwma"
-)
-
-# Leading bytes of containers on the list above. When FFmpeg refuses a file
-# that starts with one of them, the header is damaged rather than unknown.
-_SIGNATURES: Final = (
-    b"RIFF",
-    b"RIFX",
-    b"RF64",
-    b"fLaC",
-    b"OggS",
-    b"ID3",
-    b"\x1a\x45\xdf\xa3",  # EBML: Matroska, WebM
-    b"FORM",  # AIFF
-    b"caff",
-    b"wvpk",
-    b"MAC ",
-    b"\x30\x26\xb2\x75\x8e\x66\xcf\x11",  # ASF: WMA, WMV
-    b".snd",
-    b"FLV",
-    b"\x00\x00\x01\xba",  # MPEG program stream
-    b"#!AMR",
-)
-
-# What PyAV raises for media problems: its av.error.* classes (which also
-# derive from the matching builtin), and plain ValueError/OSError/EOFError/
-# RuntimeError from its Python layer.
-_PYAV_ERRORS: Final = (av.error.FFmpegError, ValueError, OSError, EOFError, RuntimeError)
-
-
-def _quiet_ffmpeg_logs() -> None:
-    level = av.logging.get_level()
-    if level is not None and level > av.logging.ERROR:
-        av.logging.set_level(av.logging.ERROR)
-
-
-_quiet_ffmpeg_logs()
-
-
-class _Reader:
-    """Read-only file object handed to FFmpeg in place of the caller's input.
-
-    It hides the caller's ``close`` (FFmpeg closes custom inputs when the
-    container closes), makes positions relative to where the input started,
-    keeps the first bytes for error reports, and enforces the byte limit on
-    inputs whose size cannot be known in advance.
-
-    PyAV re-raises an exception from ``read`` once FFmpeg has given up, but
-    FFmpeg may also take a failed read for the end of the file. The exception
-    is therefore kept in :attr:`failure` and re-raised by the decoder: a read
-    error of the caller's stream is not a property of the media.
-    """
-
-    _HEAD_BYTES: Final = 16
-
-    def __init__(
-        self,
-        raw: IO[bytes],
-        label: str,
-        *,
-        name: str,
-        size: int | None,
-        limit: int | None = None,
-    ) -> None:
-        self._raw = raw
-        self._limit = limit
-        self._seekable = size is not None
-        self._start = raw.tell() if self._seekable else 0
-        self.label = label
-        self.name = name  # FFmpeg takes the extension of the name as a probing hint
-        self.size = size
-        self.bytes_read = 0
-        self.failure: Exception | None = None
-        self.head = b""
-        if self._seekable:
-            self.head = self._as_bytes(self._raw.read(self._HEAD_BYTES))
-            self._raw.seek(self._start, io.SEEK_SET)
-
-    def _as_bytes(self, data: object) -> bytes:
-        if data is None:  # a non-blocking stream with nothing to give yet
-            return b""
-        if isinstance(data, bytes | bytearray | memoryview):
-            return bytes(data)
-        raise TypeError(f"{self.label}: file object must be opened in binary mode")
-
-    def reraise_failure(self, exc: BaseException | None) -> None:
-        """Raise the exception of a failed read, if any, in place of `exc`."""
-        failure = self.failure
-        if failure is not None:
-            raise failure from (None if failure is exc else exc)
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return self._seekable
-
-    def read(self, size: int = -1) -> bytes:
-        if self.failure is not None:
-            # FFmpeg may retry a failed read; a second exception would replace
-            # the first in PyAV (which prints the one it drops). End the input.
-            return b""
-        try:
-            data = self._as_bytes(self._raw.read(size))
-            if not self._seekable:
-                if len(self.head) < self._HEAD_BYTES:
-                    self.head += data[: self._HEAD_BYTES - len(self.head)]
-                self.bytes_read += len(data)
-                if self._limit is not None and self.bytes_read > self._limit:
-                    raise MediaTooLargeError(
-                        f"{self.label}: input is larger than the limit of {self._limit} bytes "
-                        f"({self.bytes_read} bytes read so far)"
-                    )
-        except Exception as exc:
-            self.failure = exc
-            raise
-        return data
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_SET:
-            offset += self._start
-        try:
-            return self._raw.seek(offset, whence) - self._start
-        except Exception as exc:
-            self.failure = exc
-            raise
-
-    def tell(self) -> int:
-        return self._raw.tell() - self._start
-
-
-def _seekable_size(raw: IO[bytes]) -> int | None:
-    """Bytes from the current position to the end, or None if `raw` cannot seek."""
-    try:
-        if not raw.seekable():
-            return None
-        start = raw.tell()
-        end = raw.seek(0, io.SEEK_END)
-        raw.seek(start, io.SEEK_SET)
-    except (AttributeError, OSError, ValueError):
-        return None
-    return max(0, end - start)
-
-
-def _check_size(size: int, max_bytes: int | None, label: str) -> None:
-    if size == 0:
-        raise EmptyMediaError(f"{label}: the input is empty (0 bytes)")
-    if max_bytes is not None and size > max_bytes:
-        raise MediaTooLargeError(
-            f"{label}: input is {size} bytes, larger than the limit of {max_bytes} bytes"
-        )
 
 
 def decode_audio(
@@ -322,7 +157,7 @@ def decode_audio(
     is resampled from its own rate.
 
     Only common audio and audio-video demuxers are enabled (see
-    ``_ALLOWED_DEMUXERS``): playlists, concat scripts, SDP files and image
+    ``acr.signals.media.ALLOWED_DEMUXERS``): playlists, concat scripts, SDP files and image
     sequences would make FFmpeg open further files or URLs named inside an
     untrusted upload.
 
@@ -339,48 +174,8 @@ def decode_audio(
     if max_bytes is not None and max_bytes <= 0:
         raise ValueError(f"max_bytes must be positive, got {max_bytes}")
 
-    if isinstance(source, bytes | bytearray | memoryview):
-        data = bytes(source)
-        label = "<bytes input>"
-        _check_size(len(data), max_bytes, label)
-        reader = _Reader(io.BytesIO(data), label, name="", size=len(data))
+    with open_media(source, max_bytes) as reader:
         return _decode(reader, sample_rate=sample_rate, max_seconds=max_seconds)
-    if isinstance(source, str | os.PathLike):
-        path = os.fspath(source)
-        label = repr(path)
-        # Opened here rather than by FFmpeg so that the path is never taken
-        # for an FFmpeg URL, and so that FileNotFoundError and friends propagate.
-        with open(path, "rb") as raw:
-            size = os.fstat(raw.fileno()).st_size
-            _check_size(size, max_bytes, label)
-            reader = _Reader(raw, label, name=path, size=size)
-            return _decode(reader, sample_rate=sample_rate, max_seconds=max_seconds)
-    if hasattr(source, "read"):
-        name = getattr(source, "name", None)
-        name = name if isinstance(name, str) else ""
-        label = repr(name) if name else "<file object>"
-        known_size = _seekable_size(source)
-        if known_size is not None:
-            _check_size(known_size, max_bytes, label)
-        reader = _Reader(source, label, name=name, size=known_size, limit=max_bytes)
-        return _decode(reader, sample_rate=sample_rate, max_seconds=max_seconds)
-    raise TypeError(
-        f"source must be a path, bytes or a binary file object, not {type(source).__name__}"
-    )
-
-
-def _describe(exc: BaseException) -> str:
-    """FFmpeg's description of an error, without PyAV's errno decoration."""
-    if isinstance(exc, av.error.FFmpegError) and exc.strerror:
-        return str(exc.strerror)
-    return str(exc) or type(exc).__name__
-
-
-def _broken_header(head: bytes) -> bool:
-    """Whether `head` starts like a known container (so it is damaged, not unknown)."""
-    if head.startswith(_SIGNATURES):
-        return True
-    return len(head) >= 8 and head[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide")
 
 
 def _truncated_chunk_file(head: bytes, size: int | None) -> bool:
@@ -400,32 +195,20 @@ def _truncated_chunk_file(head: bytes, size: int | None) -> bool:
     return 8 + announced > size + 1  # +1: chunks are padded to an even size
 
 
-def _open_error(reader: _Reader, exc: BaseException) -> Exception:
-    label = reader.label
-    if not reader.seekable() and reader.bytes_read == 0:
-        return EmptyMediaError(f"{label}: the input is empty (0 bytes)")
-    if _broken_header(reader.head):
-        hint = "" if reader.seekable() else " (or it needs a seekable input)"
-        return CorruptMediaError(
-            f"{label}: the container header is damaged or truncated{hint}: {_describe(exc)}"
-        )
-    return UnsupportedFormatError(
-        f"{label}: not a recognised audio or video format: {_describe(exc)}"
-    )
-
-
-def _decode(reader: _Reader, *, sample_rate: int, max_seconds: float | None) -> NDArray[np.float32]:
+def _decode(
+    reader: MediaReader, *, sample_rate: int, max_seconds: float | None
+) -> NDArray[np.float32]:
     try:
         container = av.open(
             reader,
             mode="r",
-            container_options={"format_whitelist": _ALLOWED_DEMUXERS},
+            container_options={"format_whitelist": ALLOWED_DEMUXERS},
             metadata_errors="ignore",
-            buffer_size=_IO_BUFFER_BYTES,
+            buffer_size=IO_BUFFER_BYTES,
         )
-    except _PYAV_ERRORS as exc:
+    except PYAV_ERRORS as exc:
         reader.reraise_failure(exc)
-        raise _open_error(reader, exc) from exc
+        raise open_error(reader, exc) from exc
     try:
         with np.errstate(all="ignore"):  # damaged float streams overflow harmlessly
             return _decode_container(
@@ -434,14 +217,14 @@ def _decode(reader: _Reader, *, sample_rate: int, max_seconds: float | None) -> 
     finally:
         try:
             container.close()
-        except _PYAV_ERRORS:
+        except PYAV_ERRORS:
             _log.debug("closing %s failed", reader.label, exc_info=True)
 
 
 def _pick_stream(container: av.container.InputContainer, label: str) -> av.AudioStream:
     try:
         best = container.streams.best("audio")
-    except _PYAV_ERRORS:
+    except PYAV_ERRORS:
         best = None
     if isinstance(best, av.AudioStream):
         return best
@@ -470,7 +253,7 @@ def _too_long(label: str, max_seconds: float) -> MediaTooLongError:
 
 def _decode_container(
     container: av.container.InputContainer,
-    reader: _Reader,
+    reader: MediaReader,
     *,
     sample_rate: int,
     max_seconds: float | None,
@@ -492,7 +275,7 @@ def _decode_container(
     while consecutive < _MAX_CONSECUTIVE_ERRORS:
         try:
             packet = next(packets, None)
-        except _PYAV_ERRORS as exc:
+        except PYAV_ERRORS as exc:
             reader.reraise_failure(exc)
             # A damaged container: start reading again where the demuxer stopped;
             # it resynchronises on the next valid unit or reports the end.
@@ -509,11 +292,11 @@ def _decode_container(
                     decoded += frame.samples / rate
                     if decoded > limit:
                         raise _too_long(label, limit)
-        except _PYAV_ERRORS as exc:
+        except PYAV_ERRORS as exc:
             if isinstance(exc, av.error.DecoderNotFoundError | av.error.PatchWelcomeError):
                 raise UnsupportedFormatError(
                     f"{label}: cannot decode the audio codec {stream.codec.name!r}: "
-                    f"{_describe(exc)}"
+                    f"{describe_error(exc)}"
                 ) from exc
             errors, consecutive, last_error = errors + 1, consecutive + 1, exc
             continue
@@ -524,7 +307,7 @@ def _decode_container(
         if errors and last_error is not None:
             raise CorruptMediaError(
                 f"{label}: the audio stream is damaged, {decoded:.2f} s of it decoded: "
-                f"{_describe(last_error)}"
+                f"{describe_error(last_error)}"
             )
         announced = _announced_seconds(container, stream)
         if announced > decoded + _MIN_USABLE_SECONDS:
@@ -543,7 +326,7 @@ def _decode_container(
             label,
             errors,
             decoded,
-            _describe(last_error),
+            describe_error(last_error),
         )
     return resampler.finish()
 

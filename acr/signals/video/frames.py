@@ -18,11 +18,9 @@ samples by a fraction of a source frame, which temporal alignment tolerates.
 
 from __future__ import annotations
 
-import io
 import math
-import os
 from collections.abc import Generator, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Final
 
@@ -33,31 +31,28 @@ from numpy.typing import NDArray
 
 from acr.errors import (
     CorruptMediaError,
-    MediaError,
     MediaTooLargeError,
     MediaTooLongError,
     MediaTooShortError,
+    NoVideoStreamError,
     UnsupportedFormatError,
 )
-from acr.signals.audio.decode import (
-    _ALLOWED_DEMUXERS as _AUDIO_DEMUXERS,
-)
-from acr.signals.audio.decode import (
-    _PYAV_ERRORS,
-    DEFAULT_MAX_BYTES,
-    _check_size,
-    _describe,
-    _open_error,
-    _Reader,
-    _seekable_size,
-)
+from acr.signals.audio.decode import DEFAULT_MAX_BYTES
 from acr.signals.base import MediaSource
+from acr.signals.media import (
+    ALLOWED_DEMUXERS,
+    IO_BUFFER_BYTES,
+    PYAV_ERRORS,
+    MediaReader,
+    describe_error,
+    open_error,
+    open_media,
+)
 
 __all__ = [
     "MAX_PIXELS",
     "WORKING_SIZE",
     "FrameChunk",
-    "NoVideoStreamError",
     "sample_frames",
 ]
 
@@ -80,22 +75,14 @@ _SKIPPED_SPACING: Final = 3.0
 """Source frames between decoded frames, at most, when non-reference frames are skipped."""
 
 _MAX_CONSECUTIVE_ERRORS: Final = 64
-_IO_BUFFER_BYTES: Final = 1 << 18
-
 # Demuxers FFmpeg may pick: the audio decoder's list (so that an audio-only
 # file is recognised, and refused for having no pictures), raw video
 # elementary streams and single images; never playlists, concat scripts or
 # the image2 pattern demuxer, which open further files.
 _ALLOWED_DEMUXERS: Final = (
-    f"{_AUDIO_DEMUXERS},h264,hevc,m4v,mpegvideo,ivf,obu,mjpeg,png_pipe,jpeg_pipe,"
+    f"{ALLOWED_DEMUXERS},h264,hevc,m4v,mpegvideo,ivf,obu,mjpeg,png_pipe,jpeg_pipe,"
     "bmp_pipe,webp_pipe,gif,tiff_pipe,ppm_pipe,pgm_pipe"
 )
-
-
-class NoVideoStreamError(MediaError):
-    """The container decodes but has no video stream (an audio-only file)."""
-
-    code = "no_video_stream"
 
 
 @dataclass(frozen=True)
@@ -177,39 +164,12 @@ def sample_frames(
         raise ValueError(f"max_seconds must be positive, got {max_seconds}")
     if max_bytes is not None and max_bytes <= 0:
         raise ValueError(f"max_bytes must be positive, got {max_bytes}")
-    with _reader(source, max_bytes) as reader:
+    with open_media(source, max_bytes) as reader:
         yield from _decode(reader, fps, max_seconds, report or DecodeReport())
 
 
-@contextmanager
-def _reader(source: MediaSource, max_bytes: int | None) -> Iterator[_Reader]:
-    if isinstance(source, bytes | bytearray | memoryview):
-        data = bytes(source)
-        _check_size(len(data), max_bytes, "<bytes input>")
-        yield _Reader(io.BytesIO(data), "<bytes input>", name="", size=len(data))
-    elif isinstance(source, str | os.PathLike):
-        path = os.fspath(source)
-        # Opened here, not by FFmpeg, so a path is never taken for an FFmpeg URL.
-        with open(path, "rb") as raw:
-            size = os.fstat(raw.fileno()).st_size
-            _check_size(size, max_bytes, repr(path))
-            yield _Reader(raw, repr(path), name=path, size=size)
-    elif hasattr(source, "read"):
-        name = getattr(source, "name", None)
-        name = name if isinstance(name, str) else ""
-        label = repr(name) if name else "<file object>"
-        known_size = _seekable_size(source)
-        if known_size is not None:
-            _check_size(known_size, max_bytes, label)
-        yield _Reader(source, label, name=name, size=known_size, limit=max_bytes)
-    else:
-        raise TypeError(
-            f"source must be a path, bytes or a binary file object, not {type(source).__name__}"
-        )
-
-
 def _decode(
-    reader: _Reader, fps: float, max_seconds: float | None, report: DecodeReport
+    reader: MediaReader, fps: float, max_seconds: float | None, report: DecodeReport
 ) -> Iterator[FrameChunk]:
     try:
         container = av.open(
@@ -217,15 +177,15 @@ def _decode(
             mode="r",
             container_options={"format_whitelist": _ALLOWED_DEMUXERS},
             metadata_errors="ignore",
-            buffer_size=_IO_BUFFER_BYTES,
+            buffer_size=IO_BUFFER_BYTES,
         )
-    except _PYAV_ERRORS as exc:
+    except PYAV_ERRORS as exc:
         reader.reraise_failure(exc)
-        raise _open_error(reader, exc) from exc
+        raise open_error(reader, exc) from exc
     try:
         yield from _sample(container, reader, fps, max_seconds, report)
     finally:
-        with suppress(*_PYAV_ERRORS):
+        with suppress(*PYAV_ERRORS):
             container.close()
 
 
@@ -239,7 +199,7 @@ def _pick_stream(container: av.container.InputContainer, label: str) -> av.Video
     if moving:
         try:
             best = container.streams.best("video")
-        except _PYAV_ERRORS:
+        except PYAV_ERRORS:
             best = None
         return best if best in moving and isinstance(best, av.VideoStream) else moving[0]
     if len(container.streams) == 0:
@@ -319,7 +279,7 @@ class _Sampler:
 
 def _sample(
     container: av.container.InputContainer,
-    reader: _Reader,
+    reader: MediaReader,
     fps: float,
     max_seconds: float | None,
     report: DecodeReport,
@@ -349,7 +309,7 @@ def _sample(
     while consecutive < _MAX_CONSECUTIVE_ERRORS:
         try:
             packet = next(packets, None)
-        except _PYAV_ERRORS as exc:
+        except PYAV_ERRORS as exc:
             reader.reraise_failure(exc)
             report.damaged_packets += 1
             consecutive, last_error = consecutive + 1, exc
@@ -362,11 +322,11 @@ def _sample(
                 sampler.push(frame, report.decoded_frames * frame_s, report)
                 if sampler.full():
                     yield sampler.take()
-        except _PYAV_ERRORS as exc:
+        except PYAV_ERRORS as exc:
             if isinstance(exc, av.error.DecoderNotFoundError | av.error.PatchWelcomeError):
                 raise UnsupportedFormatError(
                     f"{label}: cannot decode the video codec {stream.codec.name!r}: "
-                    f"{_describe(exc)}"
+                    f"{describe_error(exc)}"
                 ) from exc
             report.damaged_packets += 1
             consecutive, last_error = consecutive + 1, exc
@@ -378,7 +338,8 @@ def _sample(
     if report.decoded_frames == 0:
         if last_error is not None:
             raise CorruptMediaError(
-                f"{label}: the video stream is damaged, no frame decoded: {_describe(last_error)}"
+                f"{label}: the video stream is damaged, no frame decoded: "
+                f"{describe_error(last_error)}"
             )
         raise MediaTooShortError(f"{label}: the video stream holds no frame")
     # The last frame lasts one frame interval.
