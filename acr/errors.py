@@ -84,6 +84,12 @@ class IndexStoreError(AcrError):
     code = "index_error"
 
 
+class ShardsUnavailableError(IndexStoreError):
+    """Some shards of a sharded index answered no replica's request in time."""
+
+    code = "shards_unavailable"
+
+
 class UnknownContentError(AcrError):
     """A content id that the index does not hold."""
 

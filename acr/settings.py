@@ -51,6 +51,14 @@ class Settings(BaseSettings):
     """Match requests per viewer-app key per minute (token bucket, bursts up to this)."""
     import_roots: list[Path] = Field(default_factory=list)
     """Server directories whose files admins may register as content by path."""
+    ray_address: str = ""
+    """Serve matches from a sharded index on this Ray cluster (``HOST:PORT``, or ``auto``);
+    empty serves the index in-process. The index directory must be on shared storage."""
+    shards: int = Field(default=4, ge=1)
+    replicas: int = Field(default=2, ge=1)
+    """Replicas of each shard, on different nodes where the cluster has them."""
+    shard_timeout_s: float = Field(default=10.0, gt=0)
+    """Longest wait for one replica before another replica of its shard is asked."""
     scheduler_interval_s: float = Field(default=5.0, gt=0)
     """How often schedules are applied (campaign start/end)."""
     indexer_poll_s: float = Field(default=1.0, gt=0)

@@ -7,6 +7,7 @@ the dependencies in :mod:`api.deps`; tests build their own.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -14,8 +15,33 @@ from sqlalchemy.orm import Session, sessionmaker
 from acr.db.session import make_engine, session_factory
 from acr.index.shared import SharedIndex, SharedVideoIndex
 from acr.index.video import VIDEO_SUBDIRECTORY
+from acr.matching import DEFAULT_MIN_CONFIDENCE
 from acr.ratelimit import RateLimiter, build_rate_limiter
+from acr.results import MatchResult
 from acr.settings import Settings
+from acr.signals.base import Fingerprints, MediaSource
+
+
+class AudioIndex(Protocol):
+    """What the routes need of the audio index: in-process or sharded on a cluster."""
+
+    def ready(self) -> bool: ...
+
+    def fingerprint_query(
+        self, source: MediaSource, *, max_seconds: float | None, max_bytes: int | None
+    ) -> Fingerprints: ...
+
+    def match_fingerprints(
+        self,
+        fingerprints: Fingerprints,
+        *,
+        top_k: int = 1,
+        min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+        started: float | None = None,
+        warps: bool = True,
+    ) -> MatchResult: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -23,7 +49,8 @@ class Services:
     settings: Settings
     engine: Engine
     sessions: sessionmaker[Session]
-    index: SharedIndex
+    index: AudioIndex
+    """``SharedIndex`` in-process, or ``ClusterIndex`` when ``ray_address`` is set."""
     video_index: SharedVideoIndex
     """Pictures: ``<index_dir>/video``, beside the audio index's own files."""
     viewer_secret: bytes
@@ -42,8 +69,22 @@ def build_services(settings: Settings) -> Services:
         settings=settings,
         engine=engine,
         sessions=session_factory(engine),
-        index=SharedIndex(settings.index_path),
+        index=_audio_index(settings),
         video_index=SharedVideoIndex(settings.index_path / VIDEO_SUBDIRECTORY),
         viewer_secret=settings.viewer_secret(),
         rate_limiter=build_rate_limiter(settings),
+    )
+
+
+def _audio_index(settings: Settings) -> AudioIndex:
+    if not settings.ray_address:
+        return SharedIndex(settings.index_path)
+    from acr.cluster.service import ClusterIndex  # Ray is imported only for a cluster
+
+    return ClusterIndex(
+        settings.index_path,
+        address=settings.ray_address,
+        shards=settings.shards,
+        replicas=settings.replicas,
+        timeout_s=settings.shard_timeout_s,
     )

@@ -240,3 +240,51 @@ def test_killing_a_worker_mid_run_loses_nothing(
             time.sleep(0.5)
     assert {r["node_id"] for r in replicas} == {cluster.worker_node_id(1)}
     assert sorted(r["shard"] for r in replicas) == [0, 0, 1, 1, 2, 2, 3, 3]
+
+
+def test_the_service_matches_through_the_cluster(
+    cluster: LocalCluster, index_dir: Path, queries: list[Fingerprints], tmp_path: Path
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from acr.auth import Role, create_key
+    from acr.db.session import migrate, write_session
+    from acr.library import sync_from_index
+    from acr.settings import Settings
+    from api.app import create_app
+    from api.services import build_services
+
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        data_dir=tmp_path / "data",
+        index_dir=index_dir,
+        database_url=f"sqlite:///{tmp_path / 'acr.db'}",
+        secret_key="test-secret",
+        ray_address=cluster.address,
+        shards=2,
+        replicas=1,
+    )
+    migrate(settings.database_url)
+    services = build_services(settings)
+    sync_from_index(services.sessions, index_dir)  # the contents' rows, as the server's start does
+    with write_session(services.sessions) as session:
+        key = create_key(session, Role.VIEWER_APP, app="tv-app").secret
+        session.commit()
+    with Index.open(index_dir, readonly=True) as single:
+        expected = single.match_fingerprints(queries[3]).best
+    assert expected is not None
+    try:
+        with TestClient(create_app(services, background=False)) as client:
+            assert client.get("/readyz").status_code == 200
+            response = client.post(
+                "/v1/match",
+                headers={"Authorization": f"Bearer {key}"},
+                data={"viewer_id": "v"},
+                files={"fingerprints": ("q.fp", queries[3].to_bytes())},
+            )
+    finally:
+        services.close()
+    assert response.status_code == 200, response.text
+    answer = response.json()["match"]
+    assert answer["title"] == expected.title
+    assert answer["offset_s"] == pytest.approx(expected.offset_s, abs=0.002)
