@@ -11,6 +11,7 @@ from typing import Any
 import av
 import numpy as np
 import pytest
+import soxr
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
@@ -153,6 +154,27 @@ def test_client_side_fingerprints_match_like_media(
     assert response.status_code == 200, response.text
     assert response.json()["match"]["content_id"] == content_id
     assert response.json()["match"]["offset_s"] == pytest.approx(6.0, abs=0.05)
+
+
+def test_a_sped_up_sample_reports_its_speed_and_pitch(
+    client: TestClient, keys: Keys, catalogue: Catalogue
+) -> None:
+    content_id = list(catalogue.songs)[1]
+    song = catalogue.songs[content_id]
+    sped_up = soxr.resample(song[4 * SONG_RATE : 10 * SONG_RATE], SONG_RATE * 1.06, SONG_RATE)
+    wire = AudioSignal().fingerprint_samples(sped_up[: 5 * SONG_RATE], SONG_RATE, query=True)
+    response = client.post(
+        "/v1/match",
+        headers=keys.tv_app,
+        data={"viewer_id": "v"},
+        files={"fingerprints": ("q.fp", io.BytesIO(wire.to_bytes()))},
+    )
+    assert response.status_code == 200, response.text
+    match = response.json()["match"]
+    assert match["content_id"] == content_id
+    assert match["offset_s"] == pytest.approx(4.0, abs=0.05)
+    assert match["speed"] == pytest.approx(1.06, rel=0.01)
+    assert match["pitch"] == pytest.approx(1.06, rel=0.01)
 
 
 @pytest.mark.parametrize(

@@ -44,7 +44,14 @@ class MatchedContent(BaseModel):
     kind: str
     offset_s: float = Field(description="Where in the content the sample starts, in seconds")
     confidence: float = Field(description="Calibrated probability that the match is right")
-    speed: float = Field(description="Playback speed of the sample relative to the content")
+    speed: float = Field(
+        description="Tempo of the sample relative to the content (1.05: 5 % fast); "
+        "the offset is in the content's own time"
+    )
+    pitch: float = Field(
+        description="Frequency factor of the sample's sound relative to the content's "
+        "(equal to speed for a sample played fast, 1.0 when only the tempo changed)"
+    )
     duration_s: float = Field(description="Duration of the content")
 
 
@@ -490,5 +497,6 @@ def _matched(found: Match, content: Content) -> MatchedContent:
         offset_s=round(found.offset_s, 3),
         confidence=round(found.confidence, 4),
         speed=round(found.speed, 4),
+        pitch=round(found.pitch, 4),
         duration_s=round(found.duration_s, 3),
     )
