@@ -22,8 +22,9 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# Test files run in parallel, one worker per core (pytest-xdist); a file's tests share a worker.
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 benchmark: $(STAMP)
 	$(BIN)/python -m benchmarks.run
