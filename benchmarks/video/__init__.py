@@ -1,0 +1,1 @@
+"""Video fingerprinting benchmark: ``python -m benchmarks.video.run [--quick]``."""
