@@ -179,8 +179,19 @@ def segment_alignments(
     return sorted(found, key=lambda a: a.query_start_frame)
 
 
-def _coarse_candidates(hits: Hits, count: int) -> list[tuple[int, int]]:
-    """The (key, offset) bins with most votes, each merged with its neighbours."""
+def best_vote(hits: Hits) -> int:
+    """Votes of the strongest coarse (key, offset) bin, merged with its neighbours.
+
+    A cheap score for comparing lookups of the same sample (say, under different
+    warps) before aligning any of them.
+    """
+    if hits.keys.size == 0:
+        return 0
+    return int(_coarse_votes(hits)[2].max())
+
+
+def _coarse_votes(hits: Hits) -> tuple[NDArray[np.int64], int, NDArray[np.int64], int]:
+    """Cells ``key * span + bin`` with votes, the span, the merged votes and the lowest bin."""
     coarse = np.floor_divide(hits.ref_frames - hits.query_frames, COARSE_BIN_FRAMES)
     low = int(coarse.min())
     # One empty bin pads each key's row on both sides, so neighbours never
@@ -192,6 +203,12 @@ def _coarse_candidates(hits: Hits, count: int) -> list[tuple[int, int]]:
     for step in (-1, 1):
         at = np.minimum(np.searchsorted(cells, cells + step), cells.size - 1)
         merged += np.where(cells[at] == cells + step, votes[at], 0)
+    return cells, span, merged, low
+
+
+def _coarse_candidates(hits: Hits, count: int) -> list[tuple[int, int]]:
+    """The (key, offset) bins with most votes, each merged with its neighbours."""
+    cells, span, merged, low = _coarse_votes(hits)
     order = np.argsort(-merged, kind="stable")[:count]
     return [
         (

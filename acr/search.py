@@ -5,9 +5,9 @@ at its own speed, give or take the few per cent that the matcher's Hough
 search absorbs, and are answered there. Only when that look finds nothing
 confident is the sample warped (:mod:`acr.signals.audio.warp`): every
 hypothesis of the grid — speed, pitch alone, tempo alone, up to ±10 % — is
-looked up for exact code matches only, which costs the same probes but a
-twentieth of the hits; the few hypotheses with the strongest alignments are
-then looked up in full and aligned like the sample itself.
+looked up for exact code matches only (one probe a code instead of 25) and
+scored by its strongest vote; the few best hypotheses are then looked up in
+full and aligned like the sample itself.
 
 Looking at many hypotheses gives chance more tries, so a warped alignment's
 evidence is reduced by ``log10`` of the number of hypotheses (the same
@@ -34,6 +34,7 @@ from acr.matching import (
     Alignment,
     Hits,
     align,
+    best_vote,
     confidence_from_evidence,
     segment_alignments,
 )
@@ -211,8 +212,9 @@ def identify(
 def best_warp(query: Query, *, top_k: int = 1) -> tuple[Warp, Hits, list[Alignment]] | None:
     """The warp of the grid under which the sample aligns best, before any penalty.
 
-    Every warp is screened on exact code matches; the best few are looked up
-    in full and aligned.
+    Every warp is screened on exact code matches, scored by the votes of its
+    strongest (content, offset) bin; the best few are looked up in full and
+    aligned.
 
     Returns
     -------
@@ -220,14 +222,11 @@ def best_warp(query: Query, *, top_k: int = 1) -> tuple[Warp, Hits, list[Alignme
         The winning warp, its hits and its alignments (raw evidence, frames
         warped), or None when no warp aligns at all.
     """
-    screened: list[tuple[float, Warp]] = []
+    screened: list[tuple[int, Warp]] = []
     for warp in WARPS:
-        exact = query.hits(warp, exact=True)
-        if exact.keys.size == 0:
-            continue
-        best = query.align(warp, exact, top_k=1, min_confidence=0.0)
-        if best:
-            screened.append((best[0].evidence, warp))
+        votes = best_vote(query.hits(warp, exact=True))
+        if votes:
+            screened.append((votes, warp))
     screened.sort(key=lambda item: item[0], reverse=True)
     winner: tuple[Warp, Hits, list[Alignment]] | None = None
     for _, warp in screened[:SHORTLIST]:
