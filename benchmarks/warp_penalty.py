@@ -114,11 +114,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(np.count_nonzero(np.maximum(plain, warped - penalty) >= threshold))
 
     candidates = sorted({*CANDIDATE_PENALTIES, WARP_PENALTY})
-    fitted = min(p for p in candidates if false_positives(p) == plain_fp)
+    fitted = next((p for p in candidates if false_positives(p) == plain_fp), None)
+    verdict = "none of the candidates" if fitted is None else f"{fitted:g}"
     lines += [
         "",
         f"Without warps {plain_fp} of {len(rows)} clips cross the default threshold. The "
-        f"smallest candidate penalty under which searching warps adds none: {fitted:g}; "
+        f"smallest candidate penalty under which searching warps adds none: {verdict}; "
         f"in use: {WARP_PENALTY:g}.",
         "",
         "| penalty | false positives at the default threshold |",
