@@ -114,13 +114,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(np.count_nonzero(np.maximum(plain, warped - penalty) >= threshold))
 
     candidates = sorted({*CANDIDATE_PENALTIES, WARP_PENALTY})
-    fitted = next((p for p in candidates if false_positives(p) == plain_fp), None)
-    verdict = "none of the candidates" if fitted is None else f"{fitted:g}"
+    # The knee: the least penalty that no larger candidate improves on.
+    floor = min(false_positives(p) for p in candidates)
+    fitted = min(p for p in candidates if false_positives(p) == floor)
     lines += [
         "",
-        f"Without warps {plain_fp} of {len(rows)} clips cross the default threshold. The "
-        f"smallest candidate penalty under which searching warps adds none: {verdict}; "
-        f"in use: {WARP_PENALTY:g}.",
+        f"Without warps {plain_fp} of {len(rows)} clips cross the default threshold, with "
+        f"warps at least {floor} whatever the penalty. Fitted: the least candidate penalty "
+        f"that a larger one does not improve on, {fitted:g}; in use: {WARP_PENALTY:g}.",
         "",
         "| penalty | false positives at the default threshold |",
         "|---:|---:|",
