@@ -8,23 +8,41 @@ reference samples, a dropped or duplicated frame or another frame rate (24,
 25, 30, 50, 60 fps all sample to the same presentation times) still lands on
 the alignment.
 
-Votes are counted per *distinct picture*, not per frame or per view: the
-sample's frames are grouped into runs of near-identical pictures (a static
-scene, a freeze frame) and each group votes once on each bin, however many
-of its frames and views hit. Five seconds of one still picture are one
-piece of evidence, not twenty.
+Votes are counted per *distinct picture of a view*, not per frame: the
+sample's hashes of each view (the whole picture, each half, an inset) are
+grouped into runs of near-identical pictures (a static scene, a freeze
+frame; a caption box or one side of a split screen that stays while the rest
+moves) and each group votes once on each bin, however many of its frames
+hit. Five seconds of one still picture are one piece of evidence, not
+twenty. The views of one frame are not independent evidence either: a cell
+is as good as its best view.
+
+A vote is not worth one: it weighs as much as its most telling hit, by
+distance (1 within :data:`CLEAR` bits, falling to 0 at the radius: unrelated
+footage with a similar caption box, lower third or slate over a smooth
+background lands 56-64 bits from reference frames) and by rarity (a query
+view that comes as close to more than :data:`SHARED_BY` contents is shared
+graphics, and its weight is divided among them). The weighed votes of a cell
+are its *evidence*; an alignment needs :data:`MIN_EVIDENCE` and frames at
+least :data:`MIN_SPAN` sampling intervals apart (adjacent frames are nearly
+the same picture: a chance likeness of one carries over to the next). A half
+that no other view finds on the same alignment counts
+:data:`UNCORROBORATED_HALF`: an overlay leaves the whole picture or another
+half matching too, shared graphics are confined to one part.
 
 Evidence is then weighed against chance, as in the audio matcher: a group
 that hits ``c`` cells out of the ``M`` offset cells of the whole catalogue
 would hit a given cell by chance with probability ``c / M``. The expected
-number of chance votes on a cell is the sum over groups, ``lam``; observing
-``k`` votes has a chance probability ``P(Poisson(lam) >= k)``, and with ``M``
-cells to look at, the probability that some wrong cell does as well is at
-most ``M * P``. The confidence is ``1 - M * P`` (at least 0). A picture that
-recurs all over the catalogue (a black frame — already dropped for its
-quality —, a channel ident, a static scene shared by several contents) hits
-many cells and weighs little; a transition between two shots hits the few
-cells of either shot and does not add up to an alignment on its own.
+number of chance votes on a cell is the sum over groups, ``lam``; evidence
+``k`` has a chance probability ``P(Poisson(lam) >= k)`` (the regularized
+gamma function, for any real ``k``), and with ``M`` cells to look at, the
+probability that some wrong cell does as well is at most ``M * P``. The
+confidence is ``1 - M * P`` (at least 0), with ``lam`` of the cell's best
+view. A picture that recurs all over the catalogue (a black frame — already
+dropped for its quality —, a channel ident, a static scene shared by several
+contents) hits many cells and weighs little; a transition between two shots
+hits the few cells of either shot and does not add up to an alignment on its
+own.
 """
 
 from __future__ import annotations
@@ -40,6 +58,7 @@ from scipy.special import gammaincc
 from acr.index.video_lookup import RADIUS, VideoHits
 from acr.results import Match, MatchResult
 from acr.signals.video.pdq import hamming
+from acr.signals.video.views import HALVES
 
 __all__ = [
     "DEFAULT_MIN_CONFIDENCE",
@@ -48,6 +67,7 @@ __all__ = [
     "align_video",
     "fuse",
     "picture_groups",
+    "view_groups",
 ]
 
 DEFAULT_MIN_CONFIDENCE: Final = 0.8
@@ -57,8 +77,30 @@ alignment gathers as many votes (the audio matcher's default threshold too)."""
 SAME_PICTURE: Final = 32
 """Sample frames whose hashes are this close show the same picture (one vote between them)."""
 
-MIN_VOTES: Final = 2
-"""An alignment needs at least two distinct pictures: one alone cannot place a sample in time."""
+MIN_EVIDENCE: Final = 2.0
+"""An alignment needs the evidence of two distinct, clearly matching pictures (see
+:func:`align_video`): one alone cannot place a sample in time, and a few pictures near
+the edge of the radius are what unrelated footage with similar graphics gives."""
+
+MIN_SPAN: Final = 1.5
+"""The frames found on an alignment must lie at least this many sampling intervals apart:
+adjacent frames show nearly the same picture, so a chance likeness of one carries over
+to the next, and together they are not independent evidence."""
+
+CLEAR: Final = 52
+"""A hit this close is clear evidence of the same picture (see :func:`_strength`)."""
+
+SHARED_BY: Final = 2.0
+"""A hit whose query view comes as close to more contents than this is shared graphics: its
+weight is divided among them beyond this many (see :func:`_rivals`)."""
+
+RIVAL_MARGIN: Final = 8
+"""A content is a rival of a hit when the hit's query view comes within this many bits of
+the hit's own distance there, and clearly close (see :func:`_rivals`)."""
+
+UNCORROBORATED_HALF: Final = 0.5
+"""Weight of the evidence of a half (top, bottom, left, right) when no other view of the
+sample is found on the same alignment."""
 
 _SPREAD: Final = 1
 """A vote also counts on the bins this many sampling intervals either side."""
@@ -73,6 +115,8 @@ class VideoAlignment:
     """Where in the reference the sample's time 0 is."""
     votes: int
     """Distinct pictures of the sample found on this alignment."""
+    evidence: float
+    """Their votes weighed by closeness and shared with rival contents (see :func:`align_video`)."""
     confidence: float
     first_s: float
     last_s: float
@@ -118,11 +162,31 @@ def picture_groups(
     return groups
 
 
+def view_groups(
+    hashes: NDArray[np.uint8], frame_of: NDArray[np.int64], views: NDArray[np.uint8]
+) -> NDArray[np.int64]:
+    """Group id of each hash: the runs of one picture of each view (see :func:`picture_groups`).
+
+    A view keeps its picture while others change (a static caption box or
+    one side of a split screen under a moving picture): it is one piece of
+    evidence, however many whole pictures pass. Ids are distinct across views.
+    """
+    groups = np.zeros(views.shape[0], dtype=np.int64)
+    base = 0
+    for view in np.unique(views):
+        rows = np.flatnonzero(views == view)
+        own = picture_groups(hashes[rows], frame_of[rows], np.ones(rows.size, dtype=bool))
+        groups[rows] = base + own[frame_of[rows]]
+        base += int(own.max()) + 1
+    return groups
+
+
 def align_video(
     hits: VideoHits,
     *,
     query_times_s: NDArray[np.float64],
     query_groups: NDArray[np.int64],
+    query_views: NDArray[np.uint8],
     interval_s: float,
     total_cells: int,
     top_k: int = 1,
@@ -137,7 +201,9 @@ def align_video(
     query_times_s : ndarray of float64, shape (n,)
         Time of each query hash (``hits.query`` indexes it).
     query_groups : ndarray of int64, shape (n,)
-        Picture group of each query hash (see :func:`picture_groups`).
+        Picture group of each query hash (see :func:`view_groups`).
+    query_views : ndarray of uint8, shape (n,)
+        View of each query hash.
     interval_s : float
         Sampling interval, the width of an offset bin.
     total_cells : int
@@ -149,44 +215,134 @@ def align_video(
     offsets = hits.ref_times_s - times
     bins = np.round(offsets / interval_s).astype(np.int64)
     groups = query_groups[hits.query]
+    views = query_views[hits.query].astype(np.int64)
     spread = np.arange(-_SPREAD, _SPREAD + 1)
     cell_key = np.repeat(hits.keys, spread.size)
     cell_bin = (bins[:, None] + spread[None, :]).reshape(-1)
     cell_group = np.repeat(groups, spread.size)
-    # One vote per (cell, group): the unique triples.
-    triples = np.unique(np.stack([cell_key, cell_bin, cell_group], axis=1), axis=0)
-    cells, votes = np.unique(triples[:, :2], axis=0, return_counts=True)
-    # Chance: the share of the catalogue's cells each group hits.
-    _, cells_per_group = np.unique(triples[:, 2], return_counts=True)
-    lam = float(np.minimum(cells_per_group / max(total_cells, 1), 1.0).sum())
-    # Among cells with as many votes (the spread makes neighbours tie), the one with
-    # the most votes on the bin itself, then the closest hits, is the alignment.
+    # One vote per (cell, picture of a view): the unique triples, each with the sample
+    # times of the frames behind it and the weight of its most telling hit: close, and
+    # not shared graphics.
+    triples, of_triple = np.unique(
+        np.stack([cell_key, cell_bin, cell_group], axis=1), axis=0, return_inverse=True
+    )
+    of_triple = of_triple.reshape(-1)
+    rivals = _rivals(hits.query, hits.keys, hits.distances)
+    telling = _strength(hits.distances) * np.minimum(1.0, SHARED_BY / rivals)
+    weights = np.zeros(triples.shape[0])
+    np.maximum.at(weights, of_triple, np.repeat(telling, spread.size))
+    first = np.full(triples.shape[0], np.inf)
+    np.minimum.at(first, of_triple, np.repeat(times, spread.size))
+    last = np.full(triples.shape[0], -np.inf)
+    np.maximum.at(last, of_triple, np.repeat(times, spread.size))
+    view_of_group = np.zeros(int(query_groups.max()) + 1, dtype=np.int64)
+    view_of_group[groups] = views
+    triple_view = view_of_group[triples[:, 2]]
+    # The views of one frame are not independent evidence: each view's pictures are
+    # counted on their own, and a cell is as good as its best view.
+    candidates, of_candidate = np.unique(
+        np.stack([triples[:, 0], triples[:, 1], triple_view], axis=1),
+        axis=0,
+        return_inverse=True,
+    )
+    of_candidate = of_candidate.reshape(-1)
+    votes = np.bincount(of_candidate, minlength=candidates.shape[0])
+    evidence = np.bincount(of_candidate, weights=weights, minlength=candidates.shape[0])
+    span = np.full(candidates.shape[0], -np.inf)
+    np.maximum.at(span, of_candidate, last)
+    start = np.full(candidates.shape[0], np.inf)
+    np.minimum.at(start, of_candidate, first)
+    span -= start
+    # A half that no other view corroborates is half the evidence: an overlay (a logo,
+    # a caption band, an inset) leaves the whole picture or another half matching too,
+    # while shared graphics over smooth backgrounds are confined to one part.
+    cells, views_per_cell = np.unique(candidates[:, :2], axis=0, return_counts=True)
+    at_cell = _cell_index(cells, candidates)
+    alone = np.isin(candidates[:, 2], HALVES) & (views_per_cell[at_cell] == 1)
+    evidence[alone] *= UNCORROBORATED_HALF
+    # Chance, per view: the share of the catalogue's cells each picture hits.
+    group_ids, cells_per_group = np.unique(triples[:, 2], return_counts=True)
+    lam = np.zeros(int(views.max()) + 1)
+    np.add.at(lam, view_of_group[group_ids], np.minimum(cells_per_group / max(total_cells, 1), 1.0))
+    # Among candidates with as much evidence (the spread makes neighbours tie), the one
+    # with the most votes on the bin itself, then the closest hits, is the alignment.
     exact = _per_cell(cells, np.unique(np.stack([hits.keys, bins, groups], axis=1), axis=0))
     closeness = _per_cell(
         cells, np.stack([hits.keys, bins], axis=1), weights=RADIUS + 1 - hits.distances
     )
-    order = np.lexsort((cells[:, 1], -closeness, -exact, -votes))
+    order = np.lexsort((candidates[:, 1], -closeness[at_cell], -exact[at_cell], -evidence))
     found: list[VideoAlignment] = []
     seen: set[int] = set()
     for index in order:
-        k = int(votes[index])
-        if k < MIN_VOTES:
+        strength = float(evidence[index])
+        if strength < MIN_EVIDENCE:
             break
-        key = int(cells[index, 0])
-        if key in seen:
+        key = int(candidates[index, 0])
+        if key in seen or span[index] < MIN_SPAN * interval_s - 1e-6:
             continue
         seen.add(key)
-        confidence = _confidence(k, lam, total_cells)
+        confidence = _confidence(strength, float(lam[candidates[index, 2]]), total_cells)
         if confidence < min_confidence:
             continue
         found.append(
             _alignment(
-                key, int(cells[index, 1]), k, confidence, hits, times, offsets, bins, interval_s
+                key,
+                int(candidates[index, 1]),
+                int(votes[index]),
+                strength,
+                confidence,
+                hits,
+                times,
+                offsets,
+                bins,
+                interval_s,
             )
         )
         if len(found) == top_k:
             break
-    found.sort(key=lambda a: (-a.confidence, -a.votes))
+    found.sort(key=lambda a: (-a.confidence, -a.evidence))
+    return found
+
+
+def _strength(distances: NDArray[np.int64]) -> NDArray[np.float64]:
+    """Weight of a hit from its distance: 1 within :data:`CLEAR` bits, falling linearly
+    to 0 just past :data:`RADIUS`, where unrelated pictures with similar graphics land."""
+    return np.clip((RADIUS + 1 - distances) / (RADIUS + 1 - CLEAR), 0.0, 1.0)
+
+
+def _rivals(
+    query: NDArray[np.int64], keys: NDArray[np.int64], distances: NDArray[np.int64]
+) -> NDArray[np.int64]:
+    """For each hit, the contents its query hash comes about as close to (at least 1).
+
+    A view of a picture that is near frames of several contents (a caption
+    box, a slate, a lower third over a smooth background; a shot two
+    near-duplicate adverts share) says little about which one the sample is:
+    its weight is shared between them beyond :data:`SHARED_BY`, as an inverse
+    document frequency. A content is a rival when the query hash has a hit on it
+    within :data:`RIVAL_MARGIN` bits of this hit and within :data:`CLEAR` bits;
+    far hits already weigh little, and rivals there are mostly chance.
+    """
+    pairs, of_pair = np.unique(np.stack([query, keys], axis=1), axis=0, return_inverse=True)
+    nearest = np.full(pairs.shape[0], RADIUS + 1, dtype=np.int64)
+    np.minimum.at(nearest, of_pair.reshape(-1), distances)
+    stride = 2 * (RADIUS + RIVAL_MARGIN + 2)
+    codes = np.sort(pairs[:, 0] * stride + nearest)
+    reach = np.minimum(distances + RIVAL_MARGIN, CLEAR)
+    upto = np.searchsorted(codes, query * stride + reach, side="right")
+    found: NDArray[np.int64] = upto - np.searchsorted(codes, query * stride, side="left")
+    return np.maximum(found, 1)
+
+
+def _code(pairs: NDArray[np.int64]) -> NDArray[np.int64]:
+    """One sortable integer per ``(key, bin)`` row."""
+    codes: NDArray[np.int64] = pairs[:, 0] * (1 << 32) + (pairs[:, 1] + (1 << 31))
+    return codes
+
+
+def _cell_index(cells: NDArray[np.int64], rows: NDArray[np.int64]) -> NDArray[np.int64]:
+    """Row of `cells` (sorted, unique ``(key, bin)`` rows) of each of `rows`."""
+    found: NDArray[np.int64] = np.searchsorted(_code(cells), _code(rows[:, :2]))
     return found
 
 
@@ -196,18 +352,12 @@ def _per_cell(
     weights: NDArray[np.int64] | None = None,
 ) -> NDArray[np.int64]:
     """For each ``(key, bin)`` cell, the number (or total weight) of `rows` on it."""
-
-    def code(pairs: NDArray[np.int64]) -> NDArray[np.int64]:
-        return pairs[:, 0] * (1 << 32) + (pairs[:, 1] + (1 << 31))
-
-    cell_codes = code(cells)  # sorted: cells come from np.unique
-    where = np.searchsorted(cell_codes, code(rows[:, :2]))
     totals = np.zeros(cells.shape[0], dtype=np.int64)
-    np.add.at(totals, where, 1 if weights is None else weights)
+    np.add.at(totals, _cell_index(cells, rows), 1 if weights is None else weights)
     return totals
 
 
-def _confidence(votes: int, lam: float, total_cells: int) -> float:
+def _confidence(votes: float, lam: float, total_cells: int) -> float:
     """``1 - M * P(Poisson(lam) >= votes)``, at least 0."""
     # P(X >= k) for X ~ Poisson(lam) is the regularized lower gamma P(k, lam) = 1 - Q(k, lam).
     tail = 1.0 - float(gammaincc(votes, lam)) if lam > 0 else 0.0
@@ -220,6 +370,7 @@ def _alignment(
     key: int,
     bin_: int,
     votes: int,
+    evidence: float,
     confidence: float,
     hits: VideoHits,
     times: NDArray[np.float64],
@@ -256,6 +407,7 @@ def _alignment(
         key=key,
         offset_s=float(np.median(estimates)) if estimates else bin_ * interval_s,
         votes=votes,
+        evidence=evidence,
         confidence=confidence,
         first_s=float(frame_times.min()) if chosen.size else 0.0,
         last_s=float(frame_times.max()) if chosen.size else 0.0,

@@ -46,8 +46,7 @@ from acr.index.video_segment import (
 from acr.results import Match, MatchResult
 from acr.signals.base import MediaSource
 from acr.signals.video import KIND, MIN_QUALITY, VideoHashes, VideoSignal
-from acr.signals.video.views import WHOLE
-from acr.video_matching import DEFAULT_MIN_CONFIDENCE, VideoAlignment, align_video, picture_groups
+from acr.video_matching import DEFAULT_MIN_CONFIDENCE, VideoAlignment, align_video, view_groups
 
 __all__ = ["VIDEO_SUBDIRECTORY", "VideoIndex", "VideoIndexStats"]
 
@@ -406,14 +405,15 @@ class VideoIndex:
         query_hashes, views = hashes.hashes[usable], hashes.views[usable]
         times = hashes.times_s[usable]
         _, frame_of = np.unique(times, return_inverse=True)
-        groups = picture_groups(query_hashes, frame_of.astype(np.int64), views == WHOLE)
+        groups = view_groups(query_hashes, frame_of.astype(np.int64), views)
         hits = self._lookup.search(query_hashes, views)
         interval = 1.0 / self.signal.fps
         total_cells = max(1, round(sum(r.duration_s for r in self._records.values()) / interval))
         ranked = align_video(
             hits,
             query_times_s=times,
-            query_groups=groups[frame_of] if frame_of.size else frame_of,
+            query_groups=groups,
+            query_views=views,
             interval_s=interval,
             total_cells=total_cells,
             top_k=max(1, top_k),

@@ -32,6 +32,7 @@ from numpy.typing import NDArray
 
 __all__ = [
     "COMPARED_WITH",
+    "HALVES",
     "INSET",
     "QUERY_VIEWS",
     "REFERENCE_VIEWS",
@@ -83,6 +84,9 @@ inset with every crop window, a half with the same half."""
 
 WHOLE: Final = 0
 """The view id of the whole picture."""
+
+HALVES: Final[tuple[int, ...]] = _HALF_IDS
+"""The view ids of the top, bottom, left and right halves."""
 
 
 def view_pixels(frames: NDArray[np.float32], view: View) -> NDArray[np.float32]:

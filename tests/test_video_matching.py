@@ -1,0 +1,79 @@
+"""Alignment of frame-hash hits: what counts as evidence (acr.video_matching)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from acr.index.video_lookup import VideoHits
+from acr.signals.video.views import HALVES
+from acr.video_matching import DEFAULT_MIN_CONFIDENCE, VideoAlignment, align_video, view_groups
+
+INTERVAL = 0.25
+CELLS = 30_000  # about two hours of references at 4 frames/s
+
+
+def _align(
+    frame_times: list[float], contents: list[int], distance: int, view: int = 0
+) -> list[VideoAlignment]:
+    """Each sample frame (its own picture, in `view`) hits every content 10 s in."""
+    times = np.asarray(frame_times)
+    query = np.repeat(np.arange(times.size), len(contents))
+    hits = VideoHits(
+        query=query.astype(np.int64),
+        keys=np.tile(np.asarray(contents, dtype=np.int64), times.size),
+        ref_times_s=times[query] + 10.0,
+        distances=np.full(query.size, distance, dtype=np.int64),
+    )
+    return align_video(
+        hits,
+        query_times_s=times,
+        query_groups=np.arange(times.size, dtype=np.int64),
+        query_views=np.full(times.size, view, dtype=np.uint8),
+        interval_s=INTERVAL,
+        total_cells=CELLS,
+    )
+
+
+def test_close_hits_on_distinct_pictures_align() -> None:
+    found = _align([0.0, 0.5, 1.0, 1.5], [7], distance=20)
+    assert [a.key for a in found] == [7]
+    assert found[0].offset_s == pytest.approx(10.0)
+    assert found[0].confidence >= DEFAULT_MIN_CONFIDENCE and found[0].votes == 4
+
+
+def test_hits_at_the_edge_of_the_radius_are_not_evidence() -> None:
+    """Unrelated footage with similar graphics lands 56-64 bits from reference frames."""
+    assert _align([0.0, 0.5, 1.0, 1.5], [7], distance=62) == []
+
+
+def test_adjacent_frames_alone_cannot_place_a_sample() -> None:
+    assert _align([0.0, 0.25], [7], distance=20) == []
+    assert [a.key for a in _align([0.0, 0.5], [7], distance=20)] == [7]
+
+
+def test_pictures_shared_by_many_contents_weigh_little() -> None:
+    """A caption box or slate near frames of six contents says little about any of them."""
+    assert _align([0.0, 0.5, 1.0], [1, 2, 3, 4, 5, 6], distance=40) == []
+    assert [a.key for a in _align([0.0, 0.5, 1.0], [1, 2], distance=40)] in ([1], [2])
+
+
+def test_a_half_no_other_view_corroborates_counts_half() -> None:
+    """Shared graphics over a smooth background are confined to one part of the picture."""
+    bottom = HALVES[1]
+    assert _align([0.0, 0.5, 1.0], [7], distance=20, view=bottom) == []
+    assert [a.key for a in _align([0.0, 0.5, 1.0, 1.5], [7], distance=20, view=bottom)] == [7]
+
+
+def test_a_view_that_keeps_its_picture_is_one_piece_of_evidence() -> None:
+    rng = np.random.default_rng(5)
+    frames = 6
+    whole = rng.integers(0, 256, (frames, 32), dtype=np.uint8)  # a new picture every frame
+    half = np.repeat(rng.integers(0, 256, (1, 32), dtype=np.uint8), frames, axis=0)
+    hashes = np.concatenate([whole, half])
+    frame_of = np.tile(np.arange(frames, dtype=np.int64), 2)
+    views = np.repeat(np.array([0, HALVES[1]], dtype=np.uint8), frames)
+    groups = view_groups(hashes, frame_of, views)
+    assert np.unique(groups[views == 0]).size == frames
+    assert np.unique(groups[views == HALVES[1]]).size == 1
+    assert not set(groups[views == 0]) & set(groups[views == HALVES[1]])
