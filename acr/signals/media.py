@@ -18,10 +18,11 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import IO, Final
 
 import av
+import av.container
 import av.error
 import av.logging
 
@@ -194,6 +195,36 @@ def check_size(size: int, max_bytes: int | None, label: str) -> None:
         raise MediaTooLargeError(
             f"{label}: input is {size} bytes, larger than the limit of {max_bytes} bytes"
         )
+
+
+@contextmanager
+def opened_container(
+    reader: MediaReader, demuxers: str = ALLOWED_DEMUXERS
+) -> Iterator[av.container.InputContainer]:
+    """FFmpeg's container for ``reader``, limited to ``demuxers``, closed on exit.
+
+    Raises
+    ------
+    EmptyMediaError, CorruptMediaError, UnsupportedFormatError
+        FFmpeg could not open the input (see :func:`open_error`); a failed read
+        of the caller's stream propagates as it was raised instead.
+    """
+    try:
+        container = av.open(
+            reader,
+            mode="r",
+            container_options={"format_whitelist": demuxers},
+            metadata_errors="ignore",
+            buffer_size=IO_BUFFER_BYTES,
+        )
+    except PYAV_ERRORS as exc:
+        reader.reraise_failure(exc)
+        raise open_error(reader, exc) from exc
+    try:
+        yield container
+    finally:
+        with suppress(*PYAV_ERRORS):  # what was decoded stands; a failed close adds nothing
+            container.close()
 
 
 @contextmanager

@@ -43,13 +43,11 @@ from acr.errors import (
 )
 from acr.signals.base import MediaSource
 from acr.signals.media import (
-    ALLOWED_DEMUXERS,
-    IO_BUFFER_BYTES,
     PYAV_ERRORS,
     MediaReader,
     describe_error,
-    open_error,
     open_media,
+    opened_container,
 )
 
 __all__ = ["DEFAULT_MAX_BYTES", "decode_audio", "ensure_audible", "resample"]
@@ -198,27 +196,11 @@ def _truncated_chunk_file(head: bytes, size: int | None) -> bool:
 def _decode(
     reader: MediaReader, *, sample_rate: int, max_seconds: float | None
 ) -> NDArray[np.float32]:
-    try:
-        container = av.open(
-            reader,
-            mode="r",
-            container_options={"format_whitelist": ALLOWED_DEMUXERS},
-            metadata_errors="ignore",
-            buffer_size=IO_BUFFER_BYTES,
+    # Damaged float streams overflow harmlessly.
+    with opened_container(reader) as container, np.errstate(all="ignore"):
+        return _decode_container(
+            container, reader, sample_rate=sample_rate, max_seconds=max_seconds
         )
-    except PYAV_ERRORS as exc:
-        reader.reraise_failure(exc)
-        raise open_error(reader, exc) from exc
-    try:
-        with np.errstate(all="ignore"):  # damaged float streams overflow harmlessly
-            return _decode_container(
-                container, reader, sample_rate=sample_rate, max_seconds=max_seconds
-            )
-    finally:
-        try:
-            container.close()
-        except PYAV_ERRORS:
-            _log.debug("closing %s failed", reader.label, exc_info=True)
 
 
 def _pick_stream(container: av.container.InputContainer, label: str) -> av.AudioStream:

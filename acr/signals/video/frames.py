@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Generator, Iterator
-from contextlib import suppress
 from dataclasses import dataclass
 from typing import Final
 
@@ -41,12 +40,11 @@ from acr.signals.audio.decode import DEFAULT_MAX_BYTES
 from acr.signals.base import MediaSource
 from acr.signals.media import (
     ALLOWED_DEMUXERS,
-    IO_BUFFER_BYTES,
     PYAV_ERRORS,
     MediaReader,
     describe_error,
-    open_error,
     open_media,
+    opened_container,
 )
 
 __all__ = [
@@ -171,22 +169,8 @@ def sample_frames(
 def _decode(
     reader: MediaReader, fps: float, max_seconds: float | None, report: DecodeReport
 ) -> Iterator[FrameChunk]:
-    try:
-        container = av.open(
-            reader,
-            mode="r",
-            container_options={"format_whitelist": _ALLOWED_DEMUXERS},
-            metadata_errors="ignore",
-            buffer_size=IO_BUFFER_BYTES,
-        )
-    except PYAV_ERRORS as exc:
-        reader.reraise_failure(exc)
-        raise open_error(reader, exc) from exc
-    try:
+    with opened_container(reader, _ALLOWED_DEMUXERS) as container:
         yield from _sample(container, reader, fps, max_seconds, report)
-    finally:
-        with suppress(*PYAV_ERRORS):
-            container.close()
 
 
 def _pick_stream(container: av.container.InputContainer, label: str) -> av.VideoStream:
