@@ -10,6 +10,7 @@ the campaign's time zone.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -347,6 +348,25 @@ def _form_page(
     )
 
 
+def _submit(submit: Callable[[], str]) -> Response | Errors:
+    """Run a form's submission: a redirect to where it leads, or the errors to show.
+
+    Errors the manager can fix (the form's own, the models', the API's 422) go
+    beside their fields; any other problem propagates as the API's would.
+    """
+    try:
+        location = submit()
+    except FormError as error:
+        return {error.field: error.message}
+    except ValidationError as error:
+        return _validation_errors(error)
+    except Problem as problem:
+        if problem.status != 422:
+            raise
+        return _problem_errors(problem)
+    return RedirectResponse(location, status_code=303)
+
+
 @router.get("/campaigns/new")
 def new_campaign(request: Request, visitor: VisitorDep, session: SessionDep) -> Response:
     values = {"currency": "usd", "schedule.timezone": "UTC", "priority": "0"}
@@ -357,20 +377,15 @@ def new_campaign(request: Request, visitor: VisitorDep, session: SessionDep) -> 
 def create_campaign(
     request: Request, visitor: VisitorDep, services: ServicesDep, form: FormDep
 ) -> Response:
-    errors: Errors
-    try:
+
+    def create() -> str:
         body = campaigns_api.CampaignCreate.model_validate(body_from_form(form, None))
         created = campaigns_api.create_campaign(body, visitor.principal, services)
-    except FormError as error:
-        errors = {error.field: error.message}
-    except ValidationError as error:
-        errors = _validation_errors(error)
-    except Problem as problem:
-        if problem.status != 422:
-            raise
-        errors = _problem_errors(problem)
-    else:
-        return RedirectResponse(f"{PREFIX}/campaigns/{created.id}?notice=created", status_code=303)
+        return f"{PREFIX}/campaigns/{created.id}?notice=created"
+
+    outcome = _submit(create)
+    if isinstance(outcome, Response):
+        return outcome
     with services.sessions() as session:
         return _form_page(
             request,
@@ -378,7 +393,7 @@ def create_campaign(
             session,
             campaign=None,
             values=_submitted(form),
-            errors=errors,
+            errors=outcome,
         )
 
 
@@ -411,20 +426,15 @@ def save_campaign(
 ) -> Response:
     with services.sessions() as session:
         campaign = campaigns_api.get_campaign(campaign_id, visitor.principal, services, session)
-    errors: Errors
-    try:
+
+    def save() -> str:
         body = campaigns_api.CampaignUpdate.model_validate(body_from_form(form, campaign))
         campaigns_api.update_campaign(campaign_id, body, visitor.principal, services)
-    except FormError as error:
-        errors = {error.field: error.message}
-    except ValidationError as error:
-        errors = _validation_errors(error)
-    except Problem as problem:
-        if problem.status != 422:
-            raise
-        errors = _problem_errors(problem)
-    else:
-        return RedirectResponse(f"{PREFIX}/campaigns/{campaign_id}?notice=saved", status_code=303)
+        return f"{PREFIX}/campaigns/{campaign_id}?notice=saved"
+
+    outcome = _submit(save)
+    if isinstance(outcome, Response):
+        return outcome
     with services.sessions() as session:
         return _form_page(
             request,
@@ -432,5 +442,5 @@ def save_campaign(
             session,
             campaign=campaign,
             values=_submitted(form),
-            errors=errors,
+            errors=outcome,
         )
