@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 from numpy.typing import NDArray
 from scipy.special import expit, gammaln, pdtrc
@@ -115,8 +116,15 @@ def align(
     if hits.keys.size == 0:
         return []
     results: list[Alignment] = []
+    of_key: dict[int, tuple[NDArray[np.int64], NDArray[np.int64]]] = {}
     for key, coarse_offset in _coarse_candidates(hits, CANDIDATES):
-        alignment = _fit(hits, key, coarse_offset, query_frames, ref_frames(key), n_references)
+        if key not in of_key:
+            mine = hits.keys == key
+            of_key[key] = hits.query_frames[mine], hits.ref_frames[mine]
+        query, ref = of_key[key]
+        alignment = _fit(
+            query, ref, key, coarse_offset, query_frames, ref_frames(key), n_references
+        )
         if alignment is not None:
             results.append(alignment)
     best_per_key: dict[int, Alignment] = {}
@@ -187,50 +195,85 @@ def best_vote(hits: Hits) -> int:
     """
     if hits.keys.size == 0:
         return 0
-    return int(_coarse_votes(hits)[2].max())
+    _, votes = _top_cells(_sorted_cells(hits)[0], 1)
+    return int(votes[0])
 
 
-def _coarse_votes(hits: Hits) -> tuple[NDArray[np.int64], int, NDArray[np.int64], int]:
-    """Cells ``key * span + bin`` with votes, the span, the merged votes and the lowest bin."""
+def _sorted_cells(hits: Hits) -> tuple[NDArray[np.int64], int, int]:
+    """Every hit's coarse (key, offset) cell ``key * span + bin``, sorted; span and lowest bin.
+
+    One empty bin pads each key's row on both sides, so neighbours never cross
+    from one key into the next.
+    """
     coarse = np.floor_divide(hits.ref_frames - hits.query_frames, COARSE_BIN_FRAMES)
     low = int(coarse.min())
-    # One empty bin pads each key's row on both sides, so neighbours never
-    # cross from one key into the next.
     span = int(coarse.max()) - low + 3
-    cells, votes = np.unique(hits.keys * span + (coarse - low + 1), return_counts=True)
-    # A drifting alignment spreads over adjacent bins: score each with both neighbours.
-    merged = votes.copy()
-    for step in (-1, 1):
-        at = np.minimum(np.searchsorted(cells, cells + step), cells.size - 1)
-        merged += np.where(cells[at] == cells + step, votes[at], 0)
-    return cells, span, merged, low
+    return np.sort(hits.keys * span + (coarse - low + 1)), span, low
+
+
+@numba.njit(cache=True, nogil=True)
+def _top_cells(cells: NDArray[np.int64], count: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """The ``count`` cells of a sorted cell list with most votes, each merged with its neighbours.
+
+    Runs of equal values are the cells; a drifting alignment spreads over
+    adjacent bins, so each cell is scored with both neighbours' votes. Ranked
+    by merged votes, ties by cell ascending; unused places hold -1 votes.
+    """
+    best_cells = np.zeros(count, dtype=np.int64)
+    best_votes = np.full(count, -1, dtype=np.int64)
+    start = 0
+    previous_cell = cells[0] - 2
+    previous_votes = 0
+    while start < cells.size:
+        cell = cells[start]
+        end = start + 1
+        while end < cells.size and cells[end] == cell:
+            end += 1
+        following = end
+        while following < cells.size and cells[following] == cell + 1:
+            following += 1
+        votes = following - start
+        if previous_cell == cell - 1:
+            votes += previous_votes
+        previous_cell = cell
+        previous_votes = end - start
+        start = end
+        if votes <= best_votes[count - 1]:
+            continue
+        at = count - 1
+        while at > 0 and best_votes[at - 1] < votes:
+            best_votes[at] = best_votes[at - 1]
+            best_cells[at] = best_cells[at - 1]
+            at -= 1
+        best_votes[at] = votes
+        best_cells[at] = cell
+    return best_cells, best_votes
 
 
 def _coarse_candidates(hits: Hits, count: int) -> list[tuple[int, int]]:
     """The (key, offset) bins with most votes, each merged with its neighbours."""
-    cells, span, merged, low = _coarse_votes(hits)
-    order = np.argsort(-merged, kind="stable")[:count]
+    cells, span, low = _sorted_cells(hits)
+    best, votes = _top_cells(cells, count)
     return [
         (
-            int(cells[i] // span),
-            (int(cells[i] % span) - 1 + low) * COARSE_BIN_FRAMES + COARSE_BIN_FRAMES // 2,
+            int(cell // span),
+            (int(cell % span) - 1 + low) * COARSE_BIN_FRAMES + COARSE_BIN_FRAMES // 2,
         )
-        for i in order
+        for cell, vote in zip(best, votes, strict=True)
+        if vote > 0
     ]
 
 
 def _fit(
-    hits: Hits,
+    q_all: NDArray[np.int64],
+    r_all: NDArray[np.int64],
     key: int,
     coarse_offset: int,
     query_frames: int,
     ref_length: int,
     n_references: int,
 ) -> Alignment | None:
-    """Hough search over scale and offset around one coarse candidate."""
-    mine = hits.keys == key
-    q_all = hits.query_frames[mine]
-    r_all = hits.ref_frames[mine]
+    """Hough search over scale and offset around one coarse candidate, on one key's hits."""
     drift = (SCALES.max() - 1.0) * query_frames + 2 * COARSE_BIN_FRAMES
     near = np.abs((r_all - q_all) - coarse_offset) <= drift
     # The line is fitted on distinct (query frame, reference frame) pairs, so that
