@@ -3,6 +3,12 @@
 A key reads ``acr_<prefix>_<secret>``. The prefix finds the row; the secret is
 compared by hash in constant time. Keys are 190-bit random strings, so a fast
 hash is enough: there is no password to brute-force.
+
+A server process remembers the keys it authenticated for a few seconds
+(:class:`KeyCache`), so that a viewer app's stream of matches does not look its
+key up in the database for every one. A revocation made in the process is
+honoured at once; one made elsewhere (another worker, ``acr keys revoke``)
+within :data:`KEY_CACHE_TTL_S`.
 """
 
 from __future__ import annotations
@@ -11,6 +17,9 @@ import hashlib
 import hmac
 import re
 import secrets
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -22,6 +31,7 @@ from acr.roles import Role
 __all__ = [
     "AuthError",
     "CreatedKey",
+    "KeyCache",
     "KeyScopeError",
     "Principal",
     "Role",
@@ -174,6 +184,79 @@ def principal_of_key(session: Session, key_id: str) -> Principal | None:
 
 def _principal(row: ApiKey) -> Principal:
     return Principal(row.id, Role(row.role), row.organisation_id, row.app_id)
+
+
+KEY_CACHE_TTL_S = 5.0
+"""How long a process trusts a key it authenticated without asking the database again:
+the longest a revocation made in another process can take to reach this one."""
+
+
+class KeyCache:
+    """The principals of keys recently authenticated in this process, for ``ttl_s`` seconds.
+
+    Only keys that authenticated are kept (an unknown or revoked key is looked
+    up every time), under the SHA-256 of the presented key, not the key itself.
+    Bounded: when ``max_keys`` are held, the expired ones go, or else all of them.
+
+    Parameters
+    ----------
+    ttl_s : float
+        Seconds a cached principal is trusted.
+    max_keys : int
+        Most keys held at once.
+    clock : callable, optional
+        Monotonic seconds; tests pass a fake one.
+    """
+
+    def __init__(
+        self,
+        ttl_s: float = KEY_CACHE_TTL_S,
+        max_keys: int = 10_000,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ttl_s = ttl_s
+        self.max_keys = max_keys
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._held: dict[str, tuple[Principal, float]] = {}
+        """digest of the presented key -> (principal, when it expires)."""
+        self._revocations = 0
+        """Counts :meth:`forget` calls: a lookup that overlapped one is not kept."""
+
+    def get(self, presented: str) -> Principal | None:
+        """The principal of ``presented`` if it authenticated less than ``ttl_s`` ago."""
+        held = self._held.get(_digest(presented))
+        if held is None or held[1] <= self._clock():
+            return None
+        return held[0]
+
+    def authenticate(self, session: Session, presented: str) -> Principal:
+        """:func:`authenticate`, remembering a key that passes.
+
+        Raises
+        ------
+        AuthError
+            As :func:`authenticate`.
+        """
+        revocations = self._revocations
+        principal = authenticate(session, presented)
+        now = self._clock()
+        with self._lock:
+            if revocations != self._revocations:
+                # The key may be the one just revoked, read before the revocation committed.
+                return principal
+            if len(self._held) >= self.max_keys:
+                live = {k: v for k, v in self._held.items() if v[1] > now}
+                self._held = live if len(live) < self.max_keys else {}
+            self._held[_digest(presented)] = (principal, now + self.ttl_s)
+        return principal
+
+    def forget(self, key_id: str) -> None:
+        """Stop trusting the key ``key_id`` (it was revoked in this process)."""
+        with self._lock:
+            self._revocations += 1
+            self._held = {k: v for k, v in self._held.items() if v[0].key_id != key_id}
 
 
 def revoke_key(session: Session, key_id: str) -> bool:

@@ -66,6 +66,10 @@ class RateLimiter(ABC):
         Seconds to refill an empty bucket.
     """
 
+    waits: bool = False
+    """Whether :meth:`hit` may wait for I/O (a network store): async callers then run it
+    in a worker thread, and call it inline otherwise."""
+
     def __init__(self, limit: int, period_s: float = 60.0) -> None:
         if limit <= 0 or period_s <= 0:
             raise ValueError("limit and period_s must be positive")
@@ -220,6 +224,8 @@ class RedisRateLimiter(RateLimiter):
     retry_s : float
         How long to stay on the in-process fallback after a Redis error.
     """
+
+    waits = True
 
     def __init__(
         self,

@@ -97,7 +97,9 @@ def _configure_keys(parser: argparse.ArgumentParser) -> None:
     actions.add_parser("list", help="list keys (never their secrets)").add_argument(
         "--json", action="store_true", help="one JSON object per key"
     )
-    revoke = actions.add_parser("revoke", help="revoke a key by id")
+    revoke = actions.add_parser(
+        "revoke", help="revoke a key by id (a running server refuses it within seconds)"
+    )
     revoke.add_argument("key_id")
 
 

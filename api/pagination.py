@@ -1,8 +1,8 @@
 """Cursor pagination, newest first, the same for every list: ``{object, data, has_more,
 next_cursor}``; ``starting_after`` names the last item of the previous page.
 
-The cursor is an id; the page after it is found by keyset on ``(created_at, id)``,
-so that pages stay stable while new rows arrive.
+The cursor is an id; the page after it is found by keyset on ``(created_at, id)``
+(or another sort column and id), so that pages stay stable while new rows arrive.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, Select, and_, or_
+from sqlalchemy import Select, and_, or_
 from sqlalchemy.orm import Session
 
 from api.problems import Problem
@@ -29,25 +29,43 @@ class Page(Generic[Row]):
         return None if last is None else str(last.id)
 
 
-def before(model: Any, after: Any) -> ColumnElement[bool]:
-    """Rows of ``model`` that come after ``after`` in newest-first order."""
-    condition: ColumnElement[bool] = or_(
-        model.created_at < after.created_at,
-        and_(model.created_at == after.created_at, model.id < after.id),
-    )
-    return condition
+def sorted_page(
+    session: Session,
+    query: Select[Any],
+    model: type[Row],
+    *,
+    column: Any,
+    descending: bool,
+    limit: int,
+    after: Row | None,
+) -> Page[Row]:
+    """One page of ``query`` (rows of ``model``) by ``column`` then id, after the row ``after``.
+
+    ``column`` is an attribute of ``model``; ties are broken by id, in the same direction.
+    """
+    columns: Any = model  # a mapped class: its attributes are columns
+    ids = columns.id
+    anchor: Any = after
+    if anchor is not None:
+        value, last = getattr(anchor, column.key), anchor.id
+        query = query.where(
+            or_(column < value, and_(column == value, ids < last))
+            if descending
+            else or_(column > value, and_(column == value, ids > last))
+        )
+    order = [column.desc(), ids.desc()] if descending else [column.asc(), ids.asc()]
+    rows: list[Row] = list(session.scalars(query.order_by(*order).limit(limit + 1)))
+    return Page(rows[:limit], len(rows) > limit)
 
 
 def newest_first(
     session: Session, query: Select[Any], model: type[Row], *, limit: int, after: Row | None
 ) -> Page[Row]:
     """One page of ``query`` (rows of ``model``), newest first, after the row ``after``."""
-    columns: Any = model  # a mapped class: its attributes are columns
-    if after is not None:
-        query = query.where(before(columns, after))
-    ordered = query.order_by(columns.created_at.desc(), columns.id.desc()).limit(limit + 1)
-    rows: list[Row] = list(session.scalars(ordered))
-    return Page(rows[:limit], len(rows) > limit)
+    columns: Any = model
+    return sorted_page(
+        session, query, model, column=columns.created_at, descending=True, limit=limit, after=after
+    )
 
 
 def unknown_cursor(what: str, cursor: str) -> Problem:

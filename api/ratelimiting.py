@@ -14,21 +14,13 @@ from __future__ import annotations
 import math
 from typing import Annotated
 
-from fastapi import Depends, Request, Response
+from fastapi import Depends, Response
+from fastapi.concurrency import run_in_threadpool
 
 from acr.auth import Principal
 from acr.ratelimit import RateDecision, RateLimiter
-from api.deps import ViewerAppDep
+from api.deps import ServicesDep, ViewerAppDep
 from api.problems import Problem
-
-
-def get_rate_limiter(request: Request) -> RateLimiter:
-    """The app's limiter, ``services.rate_limiter``."""
-    limiter: RateLimiter = request.app.state.services.rate_limiter
-    return limiter
-
-
-RateLimiterDep = Annotated[RateLimiter, Depends(get_rate_limiter)]
 
 
 def rate_limit_headers(decision: RateDecision) -> dict[str, str]:
@@ -75,11 +67,16 @@ def enforce(
     return decision
 
 
-def limit_viewer_app(
-    principal: ViewerAppDep, limiter: RateLimiterDep, response: Response
+async def limit_viewer_app(
+    principal: ViewerAppDep, services: ServicesDep, response: Response
 ) -> Principal:
     """A viewer-app (or admin) key with budget left for one more match."""
-    enforce(limiter, f"match:{principal.key_id}", response)
+    limiter = services.rate_limiter
+    key = f"match:{principal.key_id}"
+    if limiter.waits:
+        await run_in_threadpool(enforce, limiter, key, response)
+    else:  # a few arithmetic operations: cheaper than a hop to a worker thread
+        enforce(limiter, key, response)
     return principal
 
 

@@ -1,4 +1,4 @@
-"""What the request handlers share: settings, database, index, rate limiter.
+"""What the request handlers share: settings, database, index, rate limiter, key cache.
 
 Built once per server process by :func:`build_services` and reached through
 the dependencies in :mod:`api.deps`; tests build their own.
@@ -6,12 +6,13 @@ the dependencies in :mod:`api.deps`; tests build their own.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from acr.auth import KeyCache
 from acr.db.session import make_engine, session_factory
 from acr.index.shared import SharedIndex, SharedVideoIndex
 from acr.index.video import VIDEO_SUBDIRECTORY
@@ -55,6 +56,8 @@ class Services:
     """Pictures: ``<index_dir>/video``, beside the audio index's own files."""
     viewer_secret: bytes
     rate_limiter: RateLimiter
+    keys: KeyCache = field(default_factory=KeyCache)
+    """API keys this process authenticated recently (see :class:`~acr.auth.KeyCache`)."""
 
     def close(self) -> None:
         self.index.close()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
+from acr.auth import KeyCache, Role, create_key, revoke_key
+from acr.db.session import write_session
+from api.services import Services
 from tests.conftest import Keys
 
 
@@ -22,6 +25,50 @@ def test_admin_issues_a_key_that_works_until_revoked(client: TestClient, keys: K
     refused = client.get("/v1/campaigns", headers=headers)
     assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
     assert client.delete(f"/v1/keys/{key['id']}", headers=keys.admin).status_code == 404
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_key_revoked_elsewhere_stops_working_within_the_cache_ttl(
+    client: TestClient, services: Services
+) -> None:
+    clock = FakeClock()
+    services.keys = KeyCache(ttl_s=5.0, clock=clock)
+    with write_session(services.sessions) as session:
+        created = create_key(session, Role.CAMPAIGN_MANAGER, organisation="initech")
+        session.commit()
+    headers = {"Authorization": f"Bearer {created.secret}"}
+    assert client.get("/v1/campaigns", headers=headers).status_code == 200
+    # Revoked by another process (another worker, `acr keys revoke`): this one still
+    # trusts what it checked until the entry expires, then asks the database again.
+    with write_session(services.sessions) as session:
+        assert revoke_key(session, created.key_id)
+        session.commit()
+    clock.now += 4.9
+    assert client.get("/v1/campaigns", headers=headers).status_code == 200
+    clock.now += 0.2
+    assert client.get("/v1/campaigns", headers=headers).status_code == 401
+
+
+def test_the_key_cache_keeps_only_keys_that_passed(services: Services) -> None:
+    cache = KeyCache(max_keys=2)
+    with write_session(services.sessions) as session:
+        made = [create_key(session, Role.VIEWER_APP, app=f"app-{n}") for n in range(3)]
+        session.commit()
+    with services.sessions() as session:
+        for key in made:
+            assert cache.authenticate(session, key.secret) == key.principal
+    assert cache.get(made[0].secret) is None  # it was full of live keys: they were dropped
+    assert cache.get(made[2].secret) == made[2].principal
+    assert cache.get(made[2].secret + "x") is None
+    cache.forget(made[2].key_id)
+    assert cache.get(made[2].secret) is None
 
 
 def test_only_admins_manage_keys(client: TestClient, keys: Keys) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import secrets
 import shutil
 import socket
 import threading
@@ -386,6 +387,20 @@ def test_rate_limited_route(services: Services, keys: Keys) -> None:
     assert third.headers["RateLimit-Remaining"] == "0"
     assert other.status_code == 200  # each key has its own budget
     assert manager.status_code == 403  # the role is checked before any budget is spent
+
+
+def test_rate_limited_route_through_redis(services: Services, keys: Keys) -> None:
+    """A limiter that waits for Redis is asked from a worker thread: same answers."""
+    limiter = RedisRateLimiter(
+        redis_client("redis://127.0.0.1:6379/15"), 1, 60.0, prefix=f"test:{secrets.token_hex(8)}:"
+    )
+    if not limiter.healthy():
+        pytest.skip("no Redis at 127.0.0.1:6379")
+    services.rate_limiter = limiter  # type: ignore[attr-defined]
+    with TestClient(ops_app(services), raise_server_exceptions=False) as client:
+        first, second = (client.post("/limited", headers=keys.tv_app) for _ in range(2))
+    assert first.status_code == 200 and first.headers["RateLimit-Remaining"] == "0"
+    assert second.status_code == 429 and second.headers["Retry-After"] == "60"
 
 
 # -- probes --------------------------------------------------------------------------------

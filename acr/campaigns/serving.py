@@ -36,13 +36,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import bindparam, func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from acr.campaigns.changes import apply_advance
 from acr.campaigns.lifecycle import Status, advance, servable, zone
-from acr.db.models import Campaign, Content, Engagement, Trigger, new_id
-from acr.events import emit
+from acr.db.models import Base, Campaign, Content, Engagement, Trigger, new_id
+from acr.events import emit_now
 
 
 @dataclass(frozen=True)
@@ -143,6 +143,27 @@ def _within_limits(session: Session, campaign: Campaign, moment: Moment, now: da
     return True
 
 
+# Built once: a statement's SQL is then compiled once per process and only its
+# parameters change from match to match.
+_CANDIDATES = (
+    select(Trigger, Campaign, Content.owner_account_id)
+    .join(Campaign, Trigger.campaign_id == Campaign.id)
+    .join(Content, Trigger.content_id == Content.id)
+    .where(
+        Trigger.content_id == bindparam("content_id"),
+        Content.deleted_at.is_(None),
+        Campaign.status.in_([Status.SCHEDULED.value, Status.RUNNING.value]),
+        or_(Trigger.start_s.is_(None), Trigger.start_s <= bindparam("offset")),
+        or_(Trigger.end_s.is_(None), Trigger.end_s > bindparam("offset")),
+    )
+)
+"""Triggers covering a moment (``content_id``, ``offset``) of campaigns that may serve."""
+
+_INSERT_ENGAGEMENT = insert(Base.metadata.tables[Engagement.__tablename__])
+"""A plain insert, executed at once: the next campaign's counting sees the row, and
+the session's unit of work (its flush) has nothing to track."""
+
+
 def _trigger_rank(trigger: Trigger) -> tuple[bool, str]:
     return (trigger.start_s is None and trigger.end_s is None, trigger.id)
 
@@ -171,18 +192,8 @@ def serve(session: Session, moment: Moment, *, limit: int, now: datetime) -> lis
     """
     if limit <= 0:
         return []
-    offset = moment.offset_s
     rows = session.execute(
-        select(Trigger, Campaign, Content.owner_account_id)
-        .join(Campaign, Trigger.campaign_id == Campaign.id)
-        .join(Content, Trigger.content_id == Content.id)
-        .where(
-            Trigger.content_id == moment.content_id,
-            Content.deleted_at.is_(None),
-            Campaign.status.in_([Status.SCHEDULED.value, Status.RUNNING.value]),
-            or_(Trigger.start_s.is_(None), Trigger.start_s <= offset),
-            or_(Trigger.end_s.is_(None), Trigger.end_s > offset),
-        )
+        _CANDIDATES, {"content_id": moment.content_id, "offset": moment.offset_s}
     ).all()
     best: dict[str, tuple[Trigger, Campaign, str | None]] = {}
     for trigger, campaign, owner_account_id in rows:
@@ -233,33 +244,34 @@ def _record(
     now: datetime,
 ) -> ServedCampaign:
     cost = campaign.cost_per_engagement
-    engagement = Engagement(
-        id=new_id("eng"),
-        campaign_id=campaign.id,
-        trigger_id=trigger.id,
-        organisation_id=campaign.organisation_id,
-        content_id=moment.content_id,
-        app_id=moment.app_id,
-        viewer_hash=moment.viewer_hash,
-        country=moment.country,
-        platform=moment.platform,
-        offset_s=moment.offset_s,
-        confidence=moment.confidence,
-        cost=cost,
-        currency=campaign.currency,
-        owner_account_id=owner_account_id,
-        owner_share=owner_share(cost, campaign.revenue_share_bps),
-        created_at=now,
+    engagement_id = new_id("eng")
+    share = owner_share(cost, campaign.revenue_share_bps)
+    session.execute(
+        _INSERT_ENGAGEMENT,
+        {
+            "id": engagement_id,
+            "campaign_id": campaign.id,
+            "trigger_id": trigger.id,
+            "organisation_id": campaign.organisation_id,
+            "content_id": moment.content_id,
+            "app_id": moment.app_id,
+            "viewer_hash": moment.viewer_hash,
+            "country": moment.country,
+            "platform": moment.platform,
+            "offset_s": moment.offset_s,
+            "confidence": moment.confidence,
+            "cost": cost,
+            "currency": campaign.currency,
+            "owner_account_id": owner_account_id,
+            "owner_share": share,
+            "created_at": now,
+        },
     )
-    session.add(engagement)
-    # Flushed now so that the next campaign's counting (and a second serve in this
-    # transaction) sees it.
-    session.flush()
-    emit(
+    emit_now(
         session,
         "engagement.created",
         {
-            "engagement_id": engagement.id,
+            "engagement_id": engagement_id,
             "campaign_id": campaign.id,
             "trigger_id": trigger.id,
             "content_id": moment.content_id,
@@ -267,7 +279,7 @@ def _record(
             "app_id": moment.app_id,
             "cost": cost,
             "currency": campaign.currency,
-            "owner_share": engagement.owner_share,
+            "owner_share": share,
             "owner_account_id": owner_account_id,
             "created_at": now.astimezone(UTC).isoformat(),
         },
@@ -279,7 +291,7 @@ def _record(
         name=campaign.name,
         advertiser=campaign.advertiser,
         trigger_id=trigger.id,
-        engagement_id=engagement.id,
+        engagement_id=engagement_id,
         payload=dict(campaign.payload or {}),
         cost=cost,
         currency=campaign.currency,

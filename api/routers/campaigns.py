@@ -33,7 +33,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Response
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
-from sqlalchemy import ColumnElement, and_, exists, func, or_, select
+from sqlalchemy import ColumnElement, exists, func, or_, select
 from sqlalchemy.orm import Session, selectinload
 
 from acr.auth import Principal
@@ -60,6 +60,7 @@ from acr.campaigns.reports import (
 from acr.db.models import App, Campaign, Content, Organisation, Trigger, utcnow
 from acr.db.session import write_session
 from api.deps import ManagerDep, ServicesDep, SessionDep
+from api.pagination import sorted_page, unknown_cursor
 from api.problems import Problem, not_found, responses
 from api.services import Services
 
@@ -517,8 +518,7 @@ def list_campaigns(
         conditions.append(
             exists().where(Trigger.campaign_id == Campaign.id, Trigger.content_id == content_id)
         )
-    descending = sort.startswith("-")
-    column = _SORTS[sort.lstrip("-")]()
+    after = None
     if starting_after is not None:
         after = session.scalars(
             select(Campaign).where(
@@ -527,26 +527,20 @@ def list_campaigns(
             )
         ).first()
         if after is None:
-            raise _invalid(["query", "starting_after"], f"no campaign {starting_after!r}")
-        value = getattr(after, sort.lstrip("-"))
-        if descending:
-            conditions.append(or_(column < value, and_(column == value, Campaign.id < after.id)))
-        else:
-            conditions.append(or_(column > value, and_(column == value, Campaign.id > after.id)))
-    order = [column.desc(), Campaign.id.desc()] if descending else [column, Campaign.id]
-    rows = session.scalars(
-        select(Campaign)
-        .where(*conditions)
-        .order_by(*order)
-        .limit(limit + 1)
-        .options(selectinload(Campaign.triggers))
-    ).all()
-    has_more = len(rows) > limit
-    page = list(rows[:limit])
+            raise unknown_cursor("campaign", starting_after)
+    page = sorted_page(
+        session,
+        select(Campaign).where(*conditions).options(selectinload(Campaign.triggers)),
+        Campaign,
+        column=_SORTS[sort.lstrip("-")](),
+        descending=sort.startswith("-"),
+        limit=limit,
+        after=after,
+    )
     return CampaignList(
-        data=[_view(campaign) for campaign in page],
-        has_more=has_more,
-        next_cursor=page[-1].id if has_more else None,
+        data=[_view(campaign) for campaign in page.rows],
+        has_more=page.has_more,
+        next_cursor=page.next_cursor,
     )
 
 

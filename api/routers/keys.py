@@ -82,11 +82,12 @@ def list_keys(_admin: AdminDep, session: SessionDep) -> list[KeyView]:
 
 @router.delete("/{key_id}", responses=responses(404))
 def revoke(key_id: str, _admin: AdminDep, services: ServicesDep) -> KeyView:
-    """Revoke a key: it stops working at once."""
+    """Revoke a key: it stops working at once (within seconds on a server's other processes)."""
     with write_session(services.sessions) as session:
         if not revoke_key(session, key_id):
             raise not_found("live key", key_id)
         session.commit()
+        services.keys.forget(key_id)
         row = session.get(ApiKey, key_id)
         assert row is not None
         return _view(row)

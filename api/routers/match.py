@@ -9,11 +9,13 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, Response, UploadFile
-from fastapi.encoders import jsonable_encoder
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
+from sqlalchemy.orm import Session
 
 from acr import idempotency
+from acr.auth import Principal
 from acr.campaigns.serving import Moment, ServedCampaign, serve
 from acr.db.models import Content, utcnow
 from acr.db.session import write_session
@@ -147,7 +149,7 @@ class _Query:
     response_model=MatchResponse,
     responses={**replayed_header(200), **responses(400, 401, 403, 409, 413, 415, 422, 429, 503)},
 )
-def match(
+async def match(
     services: ServicesDep,
     principal: RateLimitedViewerAppDep,
     response: Response,
@@ -193,6 +195,41 @@ def match(
     answer and records nothing again; the same key with a different request
     is refused with 409.
     """
+    # One hop to a worker thread for all of it: reading the uploads, matching, the database.
+    return await run_in_threadpool(
+        _match,
+        services,
+        principal,
+        response,
+        viewer_id=viewer_id,
+        sample=sample,
+        fingerprints=fingerprints,
+        video_hashes=video_hashes,
+        frames=frames,
+        frame_interval_s=frame_interval_s,
+        country=country,
+        platform=platform,
+        max_campaigns=max_campaigns,
+        idempotency_key=idempotency_key,
+    )
+
+
+def _match(
+    services: Services,
+    principal: Principal,
+    response: Response,
+    *,
+    viewer_id: str,
+    sample: UploadFile | None,
+    fingerprints: UploadFile | None,
+    video_hashes: UploadFile | None,
+    frames: list[UploadFile] | None,
+    frame_interval_s: float,
+    country: str | None,
+    platform: str | None,
+    max_campaigns: int,
+    idempotency_key: str | None,
+) -> dict[str, Any]:
     pictures = [p for p in (video_hashes, *(frames or [])) if p is not None]
     if sample is not None and (fingerprints is not None or pictures):
         raise _one_of("`sample` (media) comes alone, without client-side evidence")
@@ -273,6 +310,22 @@ def _identify_and_serve(
         )
         assert result is not None
         candidates = [m for m in result.matches if m.confidence >= settings.min_confidence]
+        if candidates and (max_campaigns > 0 or post.key is not None):
+            # The library lookup inside the transaction that records the answer: one
+            # connection, BEGIN and COMMIT for both.
+            with write_session(services.sessions) as session:
+                found, content = _live_candidate(session, candidates)
+                return _recorded(
+                    session,
+                    found,
+                    content,
+                    None if found else "no_match",
+                    viewer=viewer,
+                    max_campaigns=max_campaigns,
+                    query_duration_s=max(heard.duration_s, seen.duration_s),
+                    started=started,
+                    post=post,
+                )
         found, content = first_live(services, candidates)
         reason = None if found else "no_match"
     return respond(
@@ -399,28 +452,61 @@ def respond(
 
     The one way a match becomes engagements, for ``POST /v1/match`` and the stream.
     """
-    moment = (
-        Moment(
-            content_id=content.id,
-            offset_s=found.offset_s,
-            confidence=found.confidence,
-            viewer_hash=viewer.hash,
-            app_id=viewer.app_id,
-            country=viewer.country,
-            platform=viewer.platform,
-        )
-        if found is not None and content is not None and max_campaigns > 0
-        else None
-    )
-    if moment is None and (post is None or post.key is None):
+    if _moment(found, content, viewer, max_campaigns) is None and (
+        post is None or post.key is None
+    ):
         # Nothing to record: no write transaction, which on SQLite would take the write lock.
         return _body(found, content, reason, [], query_duration_s, started)
     with write_session(services.sessions) as session:
-        served = serve(session, moment, limit=max_campaigns, now=utcnow()) if moment else []
-        body = _body(found, content, reason, served, query_duration_s, started)
-        if post is not None:
-            post.complete(session, 200, body)
-        session.commit()
+        return _recorded(
+            session,
+            found,
+            content,
+            reason,
+            viewer=viewer,
+            max_campaigns=max_campaigns,
+            query_duration_s=query_duration_s,
+            started=started,
+            post=post,
+        )
+
+
+def _moment(
+    found: Match | None, content: Content | None, viewer: Viewer, max_campaigns: int
+) -> Moment | None:
+    """The moment campaigns are served for, if there is one and campaigns are wanted."""
+    if found is None or content is None or max_campaigns <= 0:
+        return None
+    return Moment(
+        content_id=content.id,
+        offset_s=found.offset_s,
+        confidence=found.confidence,
+        viewer_hash=viewer.hash,
+        app_id=viewer.app_id,
+        country=viewer.country,
+        platform=viewer.platform,
+    )
+
+
+def _recorded(
+    session: Session,
+    found: Match | None,
+    content: Content | None,
+    reason: NoMatchReason | None,
+    *,
+    viewer: Viewer,
+    max_campaigns: int,
+    query_duration_s: float,
+    started: float,
+    post: IdempotentPost | None,
+) -> dict[str, Any]:
+    """:func:`respond` in the caller's write session: serve, store the answer, commit."""
+    moment = _moment(found, content, viewer, max_campaigns)
+    served = serve(session, moment, limit=max_campaigns, now=utcnow()) if moment else []
+    body = _body(found, content, reason, served, query_duration_s, started)
+    if post is not None:
+        post.complete(session, 200, body)
+    session.commit()
     return body
 
 
@@ -432,27 +518,24 @@ def _body(
     query_duration_s: float,
     started: float,
 ) -> dict[str, Any]:
-    body: dict[str, Any] = jsonable_encoder(
-        MatchResponse(
-            matched=found is not None,
-            match=_matched(found, content) if found and content else None,
-            no_match_reason=reason,
-            campaigns=[
-                ServedCampaignView(
-                    id=s.campaign_id,
-                    name=s.name,
-                    advertiser=s.advertiser,
-                    trigger_id=s.trigger_id,
-                    engagement_id=s.engagement_id,
-                    payload=s.payload,
-                )
-                for s in served
-            ],
-            query_duration_s=round(query_duration_s, 3),
-            elapsed_ms=round((time.perf_counter() - started) * 1000, 2),
-        )
-    )
-    return body
+    return MatchResponse(
+        matched=found is not None,
+        match=_matched(found, content) if found and content else None,
+        no_match_reason=reason,
+        campaigns=[
+            ServedCampaignView(
+                id=s.campaign_id,
+                name=s.name,
+                advertiser=s.advertiser,
+                trigger_id=s.trigger_id,
+                engagement_id=s.engagement_id,
+                payload=s.payload,
+            )
+            for s in served
+        ],
+        query_duration_s=round(query_duration_s, 3),
+        elapsed_ms=round((time.perf_counter() - started) * 1000, 2),
+    ).model_dump(mode="json")
 
 
 def _client_fingerprints(data: bytes, max_seconds: float) -> Fingerprints:
@@ -468,21 +551,29 @@ def _client_fingerprints(data: bytes, max_seconds: float) -> Fingerprints:
     return query
 
 
+_LIVE = select(Content).where(
+    Content.id.in_(bindparam("ids", expanding=True)),
+    Content.deleted_at.is_(None),
+    Content.status == "ready",
+)
+"""Contents among ``ids`` that the library serves; built once, so compiled once."""
+
+
 def first_live(services: Services, candidates: list[Match]) -> tuple[Match | None, Content | None]:
     """The best candidate whose content the library still serves (not deleted, indexed)."""
     if not candidates:
         return None, None
     with services.sessions() as session:
-        rows = {
-            row.id: row
-            for row in session.scalars(
-                select(Content).where(
-                    Content.id.in_([m.content_id for m in candidates]),
-                    Content.deleted_at.is_(None),
-                    Content.status == "ready",
-                )
-            )
-        }
+        return _live_candidate(session, candidates)
+
+
+def _live_candidate(
+    session: Session, candidates: list[Match]
+) -> tuple[Match | None, Content | None]:
+    """:func:`first_live` in the caller's session."""
+    rows = {
+        row.id: row for row in session.scalars(_LIVE, {"ids": [m.content_id for m in candidates]})
+    }
     for candidate in candidates:
         if candidate.content_id in rows:
             return candidate, rows[candidate.content_id]
