@@ -16,6 +16,7 @@ import pytest
 from numpy.typing import NDArray
 
 from acr.demo import synth_song
+from acr.index import lookup as lookup_module
 from acr.index import segment as segment_module
 from acr.index.lookup import CodeLookup
 from acr.index.segment import (
@@ -99,19 +100,26 @@ def _same(left: Hits, right: Hits) -> bool:
     )
 
 
-@pytest.mark.parametrize("dense", [False, True], ids=["sparse", "dense"])
+@pytest.mark.parametrize(
+    ("dense", "merged"),
+    [(False, True), (False, False), (True, False)],
+    ids=["sparse-merged", "sparse-apart", "dense"],
+)
 def test_tables_return_faiss_hits_in_faiss_order(
     segments: list[Segment],
     queries: list[tuple[NDArray[np.uint32], NDArray[np.uint32]]],
     dense: bool,
+    merged: bool,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(segment_module, "DENSE_MIN_POSTINGS", 0 if dense else 1 << 40)
+    monkeypatch.setattr(lookup_module, "MERGE_MAX_POSTINGS", 1 << 40 if merged else 0)
     reference, tables = FaissLookup(), CodeLookup()
     for segment in segments:
         reference.add_segment(segment)
         tables.add_segment(segment)
     assert tables.keys() == set(range(1, 10))
+    assert tables.tables == (1 if merged else len(segments))
     for flips in (0, 1):
         for codes, frames in queries:
             expected = reference.search(codes, frames, flips)

@@ -37,8 +37,12 @@ BIT_FLIPS = 1
 _PROBES = np.array([0] + [1 << bit for bit in reversed(range(CODE_BITS))], dtype=np.uint32)
 """XOR masks of the probes, in the order FAISS's flip enumerator visits them."""
 DIRECTORY_BITS = 16
-"""Leading code bits addressed by a small table's directory (2^16 + 1 entries,
-512 KB): it leaves a few distinct codes per entry to search."""
+"""Leading code bits addressed by a small table's directory, at most: 2^16 + 1
+entries leave a few distinct codes per entry to search; a table with fewer
+distinct codes gets a directory about their number long."""
+MERGE_MAX_POSTINGS = 1 << 22
+"""Small segments are merged in memory into tables of up to this many postings
+(about 14 h of audio): re-sorting one costs about 0.3 s."""
 
 
 class CodeLookup:
@@ -46,9 +50,16 @@ class CodeLookup:
 
     def __init__(self) -> None:
         self._tables: list[PostingTable] = []
-        self._directories: list[NDArray[np.int64] | None] = []
+        self._directories: list[_Directory | None] = []
+        self._merged: list[bool] = []
+        """Whether each table is an in-memory one that later small segments may join."""
         self._live: set[int] = set()
         self._removed: set[int] = set()
+
+    @property
+    def tables(self) -> int:
+        """Number of posting tables searched (small segments share one)."""
+        return len(self._tables)
 
     @property
     def postings(self) -> int:
@@ -56,13 +67,33 @@ class CodeLookup:
         return sum(table.size for table in self._tables)
 
     def add_segment(self, segment: Segment) -> None:
-        """Make a segment's postings searchable."""
-        self.add_table(PostingTable.from_segment(segment, CODE_BITS))
+        """Make a segment's postings searchable.
+
+        A small segment joins the last small one in memory: a service that
+        indexes uploads one by one would otherwise probe one table per upload.
+        """
+        table = PostingTable.from_segment(segment, CODE_BITS)
+        last = self._tables[-1] if self._tables else None
+        if (
+            last is not None
+            and self._merged[-1]
+            and table.codes is not None
+            and last.size + table.size <= MERGE_MAX_POSTINGS
+        ):
+            self._tables.pop()
+            self._directories.pop()
+            self._merged.pop()
+            table = last.followed_by(table)
+        self._append(table, merged=table.codes is not None)
 
     def add_table(self, table: PostingTable) -> None:
-        """Make a table's postings searchable (e.g. one memory-mapped from disk)."""
+        """Make a table's postings searchable as it is (e.g. one memory-mapped from disk)."""
+        self._append(table, merged=False)
+
+    def _append(self, table: PostingTable, *, merged: bool) -> None:
         self._tables.append(table)
         self._directories.append(None if table.codes is None else _directory(table.codes))
+        self._merged.append(merged)
         self._live.update(int(key) for key in table.keys)
 
     def keys(self) -> set[int]:
@@ -119,15 +150,21 @@ class CodeLookup:
         return Hits(query_frames, keys, ref_frames)
 
 
-def _directory(codes: NDArray[np.uint32]) -> NDArray[np.int64]:
-    """Index in ``codes`` (sorted) of the first code of each leading-bits prefix, and the end."""
-    shift = max(CODE_BITS - DIRECTORY_BITS, 0)
-    edges = np.arange((1 << (CODE_BITS - shift)) + 1, dtype=np.int64) << shift
-    return np.searchsorted(np.asarray(codes), edges).astype(np.int64)
+_Directory = tuple[NDArray[np.int64], int]
+"""Index in a table's sorted distinct codes of the first code of each prefix
+(and the end), and how far a code is shifted to give its prefix."""
+
+
+def _directory(codes: NDArray[np.uint32]) -> _Directory:
+    """The directory of a table's distinct codes, about as many entries as codes."""
+    bits = min(DIRECTORY_BITS, max(1, int(codes.size).bit_length()))
+    shift = CODE_BITS - bits
+    edges = np.arange((1 << bits) + 1, dtype=np.int64) << shift
+    return np.searchsorted(np.asarray(codes), edges).astype(np.int64), shift
 
 
 def _ranges(
-    table: PostingTable, directory: NDArray[np.int64] | None, probes: NDArray[np.uint32]
+    table: PostingTable, directory: _Directory | None, probes: NDArray[np.uint32]
 ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     """``[start, end)`` in the table's postings of each probed code (empty when absent)."""
     if table.codes is None or directory is None:
@@ -136,8 +173,7 @@ def _ranges(
     ends = np.empty(probes.size, dtype=np.int64)
     _sparse_ranges(
         np.asarray(table.codes),
-        directory,
-        max(CODE_BITS - DIRECTORY_BITS, 0),
+        *directory,
         np.asarray(table.offsets),
         probes,
         starts,

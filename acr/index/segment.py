@@ -268,6 +268,36 @@ class PostingTable:
         """Number of postings."""
         return int(self.postings.size)
 
+    def followed_by(self, other: PostingTable) -> PostingTable:
+        """One table holding this table's postings and then ``other``'s (sparse tables only).
+
+        The other table's timeline is laid after this one's, and within a code
+        this table's postings stay first, so lookups return the same hits in
+        the same order as from the two tables searched one after the other.
+        """
+        if self.codes is None or other.codes is None:
+            raise ValueError("only tables that list their distinct codes can be merged")
+        span = int(self.postings.max()) + 1 if self.postings.size else 0
+        codes = np.concatenate(
+            [
+                np.repeat(self.codes, np.diff(self.offsets)),
+                np.repeat(other.codes, np.diff(other.offsets)),
+            ]
+        )
+        timeline = np.concatenate(
+            [self.postings.astype(np.uint64), other.postings.astype(np.uint64) + np.uint64(span)]
+        )
+        order = np.argsort(codes, kind="stable")
+        directory, firsts = np.unique(codes[order], return_index=True)
+        width = np.uint32 if timeline.size == 0 or int(timeline.max()) <= 0xFFFFFFFF else np.uint64
+        return PostingTable(
+            keys=np.concatenate([self.keys, other.keys]),
+            bases=np.concatenate([self.bases, other.bases + span]),
+            codes=directory.astype(np.uint32),
+            offsets=np.append(firsts, codes.size).astype(np.int64),
+            postings=timeline[order].astype(width),
+        )
+
     def ranges(self, probes: NDArray[np.uint32]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
         """``[start, end)`` in ``postings`` of each probed code (empty when absent)."""
         if self.codes is None:
