@@ -275,48 +275,111 @@ def _fit(
 ) -> Alignment | None:
     """Hough search over scale and offset around one coarse candidate, on one key's hits."""
     drift = (SCALES.max() - 1.0) * query_frames + 2 * COARSE_BIN_FRAMES
-    near = np.abs((r_all - q_all) - coarse_offset) <= drift
-    # The line is fitted on distinct (query frame, reference frame) pairs, so that
-    # an anchor with many codes does not pull it more than one with few.
-    pairs = np.unique(q_all[near] * (1 << 32) + r_all[near])
-    q = (pairs >> 32).astype(np.float64)
-    r = (pairs & 0xFFFFFFFF).astype(np.float64)
-    if q.size < MIN_INLIERS:
+    found, scale_index, offset, matched, first, last = _hough(
+        q_all, r_all, coarse_offset, drift, SCALES, INLIER_FRAMES, MIN_INLIERS
+    )
+    if not found:
         return None
-    offsets = np.rint(r[None, :] - SCALES[:, None] * q[None, :]).astype(np.int64)
-    low = int(offsets.min()) - 1
-    width = int(offsets.max()) - low + 2
-    cells = (np.arange(SCALES.size)[:, None] * width + (offsets - low)).ravel()
-    histogram = np.bincount(cells, minlength=SCALES.size * width).reshape(SCALES.size, width)
-    # A one-frame jitter splits votes between adjacent offsets: pool them.
-    pooled = histogram.copy()
-    pooled[:, 1:] += histogram[:, :-1]
-    pooled[:, :-1] += histogram[:, 1:]
-    scale_index, offset_index = np.unravel_index(int(np.argmax(pooled)), pooled.shape)
-    scale = float(SCALES[scale_index])
-    residual = r - scale * q - float(offset_index + low)
-    inlier = np.abs(residual) <= INLIER_FRAMES
-    if int(inlier.sum()) < MIN_INLIERS:
-        return None
-    offset = float(offset_index + low) + float(np.median(residual[inlier]))
-    # Evidence counts every code hit on the line: each is a separate 23-bit
-    # collision, and the background below is counted in the same unit.
-    agree = np.abs(r_all - scale * q_all - offset) <= INLIER_FRAMES
-    frames = np.unique(q_all[agree])
-    if frames.size < MIN_INLIERS:
-        return None
-    matched = int(np.count_nonzero(agree))
     evidence = _evidence(matched, int(q_all.size), query_frames, ref_length, n_references)
     return Alignment(
         key=key,
-        offset_frames=offset,
-        scale=scale,
-        inliers=matched,
-        query_start_frame=int(frames[0]),
-        query_end_frame=int(frames[-1]),
+        offset_frames=float(offset),
+        scale=float(SCALES[scale_index]),
+        inliers=int(matched),
+        query_start_frame=int(first),
+        query_end_frame=int(last),
         evidence=evidence,
         confidence=confidence_from_evidence(evidence),
     )
+
+
+@numba.njit(cache=True, nogil=True)
+def _hough(
+    q_all: NDArray[np.int64],
+    r_all: NDArray[np.int64],
+    coarse_offset: int,
+    drift: float,
+    scales: NDArray[np.float64],
+    inlier_frames: float,
+    min_inliers: int,
+) -> tuple[bool, int, float, int, int, int]:
+    """The line ``r = scale · q + offset`` with most hits near a coarse offset.
+
+    Returns whether one was found with enough support, the index of its scale,
+    its offset, the code hits on it, and the first and last query frame they
+    cover.
+    """
+    # The line is fitted on distinct (query frame, reference frame) pairs, so that
+    # an anchor with many codes does not pull it more than one with few.
+    packed = np.empty(q_all.size, dtype=np.int64)
+    n = 0
+    for i in range(q_all.size):
+        if abs((r_all[i] - q_all[i]) - coarse_offset) <= drift:
+            packed[n] = q_all[i] * (1 << 32) + r_all[i]
+            n += 1
+    packed = np.sort(packed[:n])
+    distinct = 0
+    for i in range(n):
+        if i == 0 or packed[i] != packed[i - 1]:
+            packed[distinct] = packed[i]
+            distinct += 1
+    if distinct < min_inliers:
+        return False, 0, 0.0, 0, 0, 0
+    q = np.empty(distinct, dtype=np.float64)
+    r = np.empty(distinct, dtype=np.float64)
+    for i in range(distinct):
+        q[i] = np.float64(packed[i] >> 32)
+        r[i] = np.float64(packed[i] & 0xFFFFFFFF)
+    offsets = np.empty((scales.size, distinct), dtype=np.int64)
+    for s in range(scales.size):
+        for i in range(distinct):
+            offsets[s, i] = np.int64(np.rint(r[i] - scales[s] * q[i]))
+    low = offsets.min() - 1
+    width = offsets.max() - low + 2
+    histogram = np.zeros((scales.size, width), dtype=np.int64)
+    for s in range(scales.size):
+        for i in range(distinct):
+            histogram[s, offsets[s, i] - low] += 1
+    # A one-frame jitter splits votes between adjacent offsets: pool them, and
+    # take the first best cell in (scale, offset) order.
+    best, best_scale, best_offset = -1, 0, 0
+    for s in range(scales.size):
+        for o in range(width):
+            pooled = histogram[s, o]
+            if o > 0:
+                pooled += histogram[s, o - 1]
+            if o + 1 < width:
+                pooled += histogram[s, o + 1]
+            if pooled > best:
+                best, best_scale, best_offset = pooled, s, o
+    scale = scales[best_scale]
+    base = np.float64(best_offset + low)
+    residuals = np.empty(distinct, dtype=np.float64)
+    inliers = 0
+    for i in range(distinct):
+        residual = r[i] - scale * q[i] - base
+        if abs(residual) <= inlier_frames:
+            residuals[inliers] = residual
+            inliers += 1
+    if inliers < min_inliers:
+        return False, 0, 0.0, 0, 0, 0
+    offset = base + np.median(residuals[:inliers])
+    # Evidence counts every code hit on the line: each is a separate 23-bit
+    # collision, and the background below is counted in the same unit.
+    on_line = np.empty(q_all.size, dtype=np.int64)
+    matched = 0
+    for i in range(q_all.size):
+        if abs(np.float64(r_all[i]) - scale * np.float64(q_all[i]) - offset) <= inlier_frames:
+            on_line[matched] = q_all[i]
+            matched += 1
+    frames = np.sort(on_line[:matched])
+    covered = 0
+    for i in range(matched):
+        if i == 0 or frames[i] != frames[i - 1]:
+            covered += 1
+    if covered < min_inliers:
+        return False, 0, 0.0, 0, 0, 0
+    return True, best_scale, offset, matched, frames[0], frames[matched - 1]
 
 
 def _evidence(
