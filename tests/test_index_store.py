@@ -21,8 +21,9 @@ from numpy.typing import NDArray
 
 from acr import ContentSpec, Index
 from acr.errors import IndexStoreError, UnknownContentError
+from acr.index import store as store_module
 from acr.index.segment import read_segment
-from acr.index.store import CATALOGUE_FILE, SEGMENT_DIR, file_sha256
+from acr.index.store import CATALOGUE_FILE, SEGMENT_DIR, TABLE_DIR, file_sha256
 from acr.signals.audio import AudioSignal
 from acr.signals.base import Fingerprints
 
@@ -707,3 +708,38 @@ def test_kill_9_never_loses_a_committed_batch(tmp_path: Path) -> None:
         reported = max(reported, victim.committed())
         assert reported > 0
         reported = _check_recovered(index_dir, reported)
+
+
+def test_large_segments_are_searched_from_mapped_tables(
+    index_dir: Path,
+    references: dict[str, Fingerprints],
+    queries: dict[str, Fingerprints],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(store_module, "MAPPED_MIN_CODES", 1)
+    tables = index_dir / TABLE_DIR
+    with Index.open(index_dir, create=True) as writer:
+        _add(writer, references, *NAMES)
+        assert len(list(tables.glob("*.post"))) == 4
+        assert writer.lookup.tables == 4
+        table_bytes = sum(p.stat().st_size for p in tables.iterdir())
+        assert writer.stats().bytes_on_disk >= _segment_bytes(index_dir) + table_bytes
+        answers = {name: _matched(writer, queries, name) for name in NAMES}
+        assert answers == {name: name for name in NAMES}
+
+    # A damaged table is rebuilt from its segment; a missing one too.
+    damaged, missing = sorted(tables.glob("*.post"))[:2]
+    damaged.write_bytes(damaged.read_bytes()[:-4])
+    missing.unlink()
+    for readonly in (True, False):
+        with Index.open(index_dir, readonly=readonly) as reopened:
+            assert {name: _matched(reopened, queries, name) for name in NAMES} == answers
+    assert len(list(tables.glob("*.post"))) == 4
+
+    # Compaction replaces the segments, and their tables go with them.
+    with Index.open(index_dir) as writer:
+        writer.remove("bravo")
+        writer.compact()
+        assert len(list(tables.glob("*.post"))) == 1
+        assert _matched(writer, queries, "alpha") == "alpha"
+        assert _matched(writer, queries, "bravo") is None

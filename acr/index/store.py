@@ -4,6 +4,7 @@ Layout of an index directory::
 
     catalogue.sqlite   contents and the manifest of live segments
     segments/          immutable segment files (see :mod:`acr.index.segment`)
+    tables/            posting tables of the large segments, memory-mapped for lookups
     writer.lock        held by the one process allowed to write
 
 Adding a batch writes its segment file durably first, then commits the
@@ -12,6 +13,12 @@ commit leaves an unreferenced file, which the next writer deletes; a crash after
 it leaves a complete batch. Removing a content marks its row removed (a
 tombstone); :meth:`Index.compact` rewrites segments without removed codes and
 merges small segments.
+
+A large segment's postings are searched from a table file memory-mapped from
+``tables/`` (written the first time the segment is loaded, by whichever process
+loads it), so opening an index of thousands of hours reads headers, not codes;
+small segments are read and merged in memory. A table is derived data: a
+missing or damaged one is rebuilt from its segment.
 """
 
 from __future__ import annotations
@@ -35,16 +42,21 @@ from acr.errors import FingerprintFormatError, IndexStoreError, UnknownContentEr
 from acr.index.catalogue import Catalogue, ContentRecord, ContentSpec
 from acr.index.lookup import CodeLookup
 from acr.index.segment import (
+    PostingTable,
+    Segment,
     SegmentMissingError,
     build_segment,
     fsync_directory,
+    map_table,
     read_segment,
     write_segment,
+    write_table,
 )
 from acr.matching import DEFAULT_MIN_CONFIDENCE, Alignment
 from acr.results import Match, MatchResult
 from acr.search import Identification, Query, identify
 from acr.signals.audio import AudioSignal
+from acr.signals.audio.codes import CODE_BITS
 from acr.signals.base import Fingerprints, MediaSource
 
 if TYPE_CHECKING:
@@ -52,6 +64,10 @@ if TYPE_CHECKING:
 
 CATALOGUE_FILE = "catalogue.sqlite"
 SEGMENT_DIR = "segments"
+TABLE_DIR = "tables"
+MAPPED_MIN_CODES = 1 << 20
+"""Segments with at least this many codes (about 3.5 h of audio) are searched from
+a memory-mapped table; smaller ones are merged in memory."""
 LOCK_FILE = "writer.lock"
 DEFAULT_MAX_QUERY_SECONDS = 60.0
 DEFAULT_MAX_QUERY_BYTES = 100 * 1024 * 1024
@@ -228,8 +244,32 @@ class Index:
             self._loaded_segments = set()
         for name in live:
             if name not in self._loaded_segments:
-                self._lookup.add_segment(read_segment(self._segment_path(name)))
+                self._make_searchable(name, None)
+
+    def _make_searchable(self, name: str, segment: Segment | None) -> None:
+        """Add a live segment's postings to the lookup, from its mapped table if it has one."""
+        table_path = self._table_path(name)
+        if table_path.exists():
+            try:
+                self._lookup.add_table(map_table(table_path, CODE_BITS))
                 self._loaded_segments.add(name)
+                return
+            except IndexStoreError:
+                pass  # damaged: rebuilt below
+        if segment is None:
+            segment = read_segment(self._segment_path(name))
+        if segment.codes.size < MAPPED_MIN_CODES:
+            self._lookup.add_segment(segment)
+        else:
+            table = PostingTable.from_segment(segment, CODE_BITS)
+            try:
+                table_path.parent.mkdir(exist_ok=True)
+                write_table(table, table_path)
+                table = map_table(table_path, CODE_BITS)
+            except OSError:
+                pass  # a read-only directory: searched from memory
+            self._lookup.add_table(table)
+        self._loaded_segments.add(name)
 
     # -- writing ----------------------------------------------------------------------------
 
@@ -306,8 +346,7 @@ class Index:
                 )
         # The writer holds the lock, so nothing else changed: apply the batch
         # directly instead of re-reading the catalogue (which grows with it).
-        self._lookup.add_segment(segment)
-        self._loaded_segments.add(name)
+        self._make_searchable(name, segment)
         for key in keys:
             record = self._catalogue.by_key(key)
             assert record is not None
@@ -395,11 +434,14 @@ class Index:
 
     def stats(self) -> IndexStats:
         records = self._records.values()
+        tables = self.directory / TABLE_DIR
         on_disk = self._catalogue.segment_bytes() + sum(
             (self.directory / name).stat().st_size
             for name in (CATALOGUE_FILE, f"{CATALOGUE_FILE}-wal")
             if (self.directory / name).exists()
         )
+        if tables.is_dir():
+            on_disk += sum(e.stat().st_size for e in tables.iterdir() if e.suffix == ".post")
         return IndexStats(
             contents=len(self._records),
             codes=sum(r.codes for r in records),
@@ -492,21 +534,29 @@ class Index:
     def _segment_path(self, name: str) -> Path:
         return self.directory / SEGMENT_DIR / name
 
+    def _table_path(self, name: str) -> Path:
+        return self.directory / TABLE_DIR / f"{name}.post"
+
     def _require_writer(self) -> None:
         if self.readonly:
             raise IndexStoreError("this index was opened read-only")
 
     def _delete_orphans(self) -> None:
-        """Delete segment files no committed batch refers to (left by a crash or a compaction)."""
+        """Delete segment and table files of no committed batch (after a crash or a compaction)."""
         live = set(self._catalogue.live_segments())
-        directory = self.directory / SEGMENT_DIR
-        removed = False
-        for entry in directory.iterdir():
-            if entry.name not in live:
-                entry.unlink(missing_ok=True)
-                removed = True
-        if removed:
-            fsync_directory(directory)
+        for directory, wanted in (
+            (self.directory / SEGMENT_DIR, live),
+            (self.directory / TABLE_DIR, {self._table_path(name).name for name in live}),
+        ):
+            if not directory.is_dir():
+                continue
+            removed = False
+            for entry in directory.iterdir():
+                if entry.name not in wanted:
+                    entry.unlink(missing_ok=True)
+                    removed = True
+            if removed:
+                fsync_directory(directory)
 
 
 def match_result(
