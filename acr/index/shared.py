@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from acr.errors import IndexStoreError
+from acr.index.lookup import compile_kernels
 from acr.index.store import CATALOGUE_FILE, Index
 from acr.index.video import VideoIndex
 from acr.matching import DEFAULT_MIN_CONFIDENCE
@@ -32,6 +33,7 @@ class SharedIndex:
 
     def _open(self) -> Index:
         if self._index is None:
+            compile_kernels()
             self._index = Index.open(self.directory, readonly=True)
         return self._index
 
