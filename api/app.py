@@ -13,6 +13,7 @@ from acr.library import ContentIndexer, sync_from_index
 from acr.payouts.scheduler import payouts_task
 from acr.periodic import PeriodicTask
 from acr.settings import Settings
+from acr.threads import one_compute_thread
 from acr.webhooks.delivery import WebhookWorker
 from api import dashboard, limits, observability, problems
 from api.routers import (
@@ -54,6 +55,7 @@ def create_app(services: Services | None = None, *, background: bool = True) -> 
     background : bool
         Run the indexing worker and the schedule in this process.
     """
+    one_compute_thread()
     owned = services is None
     services = services or build_services(Settings())
 

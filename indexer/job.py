@@ -54,6 +54,7 @@ from acr.index.catalogue import ContentSpec
 from acr.index.store import Index, file_sha256
 from acr.signals.audio import AudioSignal
 from acr.signals.base import Fingerprints
+from acr.threads import one_compute_thread
 from indexer.manifest import ManifestError, is_manifest, read_manifest
 
 __all__ = [
@@ -319,7 +320,7 @@ def describe_error(exc: BaseException) -> tuple[str, str]:
 
 
 def _init_worker(parent_pid: int) -> None:
-    """Set a worker up: Ctrl-C is left to the parent, and the worker dies with the parent.
+    """Set a worker up: Ctrl-C is left to the parent, one compute thread, dies with the parent.
 
     A pool worker waits for tasks on a queue whose write end it holds itself,
     so it would wait forever once its parent is gone (killed with SIGKILL, or
@@ -327,6 +328,7 @@ def _init_worker(parent_pid: int) -> None:
     watches the parent and ends the worker when the parent ends.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    one_compute_thread()
     threading.Thread(
         target=_exit_with_parent, args=(parent_pid,), name="parent-watch", daemon=True
     ).start()
