@@ -29,6 +29,17 @@ Stages, each a small function over arrays:
    is corrected, and a segment never extends past either end of its reference.
    Abutting segments are split midway, like :func:`acr.index.store._tile`.
 
+**Speed, pitch and tempo changes** beyond the matcher's few per cent (a
+broadcast sped up by 4 %) are searched as :func:`acr.search.identify` does:
+a window that the plain lookup leaves unsure (no confident alignment, or one
+tilted by :data:`~acr.search.TILTED_SCALE` or more) screens every warp of the
+grid on exact code matches, aligns the best few in full, and keeps a warped
+alignment, less :data:`~acr.search.WARP_PENALTY`, if it beats the plain one. A
+segment found under a warp is followed, refined and measured under it, and
+reports its speed (total tempo) and pitch. Lookups are made per block of
+windows and per warp, so a code is looked up about once per warp tried; a warp
+whose screen falls short of :data:`MIN_SCREEN_VOTES` is not looked up in full.
+
 Everything between segments is a gap: no match is reported there.
 """
 
@@ -37,16 +48,34 @@ from __future__ import annotations
 import itertools
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from acr.matching import INLIER_FRAMES, Alignment, Hits, align, confidence_from_evidence
+from acr.matching import (
+    INLIER_FRAMES,
+    Alignment,
+    Hits,
+    align,
+    best_vote,
+    confidence_from_evidence,
+)
+from acr.search import (
+    SHORTLIST,
+    TILTED_SCALE,
+    WARPS,
+    Lookup,
+    Query,
+    _measured_pitch,
+    _penalized,
+    _unwarped,
+)
 from acr.signals.audio import SAMPLE_RATE, fingerprint_query
 from acr.signals.audio.decode import decode_audio, ensure_audible
 from acr.signals.audio.spectrogram import HOP, HOP_S
+from acr.signals.audio.warp import IDENTITY, Warp, warp_codes
 from acr.signals.base import Fingerprints, MediaSource
 
 if TYPE_CHECKING:
@@ -55,6 +84,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CHUNK_S",
     "DEFAULT_MAX_SECONDS",
+    "MIN_SCREEN_VOTES",
     "MIN_WINDOWS",
     "WINDOW_HOP_S",
     "WINDOW_MIN_CONFIDENCE",
@@ -83,6 +113,11 @@ CHUNK_S = 60.0
 """Audio fingerprinted at once: bounds the spectrogram's memory."""
 DEFAULT_MAX_SECONDS = 4 * 3600.0
 """Longest recording accepted by default (the decoded signal is held in memory)."""
+MIN_SCREEN_VOTES = 20
+"""Exact-code votes (:func:`acr.matching.best_vote`) a warp needs in a window's
+screen to be looked up in full and aligned. It only saves work: a warped
+window still needs its penalised confidence and a second window on its line.
+See "Continuous monitoring" in ``docs/matching.md`` for the measurement."""
 
 _CONTEXT_FRAMES = 64
 """Frames of audio added on each side of a chunk: more than the masking trace
@@ -138,7 +173,11 @@ class Segment:
         per-query confidence; the segment, which several windows agree on, is
         more certain than that).
     speed : float
-        Playback speed relative to the reference (1.02 = 2 % fast).
+        Tempo relative to the reference (1.02 = 2 % fast): reference seconds
+        per second of the recording.
+    pitch : float
+        Frequency factor relative to the reference: the speed for a piece
+        played fast or slow, 1.0 for one time-stretched with its pitch kept.
     score : int
         Code hits on the segment's line, summed over its windows.
     windows : int
@@ -152,6 +191,7 @@ class Segment:
     offset_s: float
     confidence: float
     speed: float
+    pitch: float
     score: int
     windows: int
 
@@ -168,6 +208,7 @@ class Segment:
             "offset_s": round(self.offset_s, 3),
             "confidence": round(self.confidence, 4),
             "speed": round(self.speed, 4),
+            "pitch": round(self.pitch, 4),
             "score": self.score,
             "windows": self.windows,
         }
@@ -229,13 +270,78 @@ class _Record:
     frames: int
 
 
+@dataclass(frozen=True)
+class _View:
+    """A window's hits under one warp.
+
+    Attributes
+    ----------
+    hits : Hits
+        Query frames warped and counted from the window's start, as
+        :func:`acr.matching.align` takes them.
+    warp : Warp
+        The warp the window's codes were looked up under.
+    residue : float
+        The window's start in warped frames less the whole frames taken off
+        ``hits`` (the fraction the rounding left).
+    """
+
+    hits: Hits
+    warp: Warp
+    residue: float
+
+    @property
+    def frames(self) -> NDArray[np.float64]:
+        """The hits' query frames in the recording's time base, from the window's start."""
+        return np.asarray((self.hits.query_frames - self.residue) / self.warp.tempo, np.float64)
+
+    def unwarped(self, alignment: Alignment) -> Alignment:
+        """An alignment of :attr:`hits` in the recording's frames, from the window's start."""
+        # ref = offset + scale·h and h = tempo·q + residue: the offset takes the residue.
+        return replace(
+            _unwarped(alignment, self.warp),
+            offset_frames=alignment.offset_frames + alignment.scale * self.residue,
+        )
+
+
+class _Block:
+    """A block of windows' codes and their hits, looked up once per warp asked for."""
+
+    def __init__(self, fingerprints: Fingerprints, lookup: Lookup, lo: int, hi: int) -> None:
+        a, b = np.searchsorted(fingerprints.frames.astype(np.int64), [lo, hi])
+        self._codes = fingerprints.codes[a:b]
+        self._frames = fingerprints.frames[a:b]
+        self._lookup = lookup
+        self._hits: dict[tuple[Warp, bool], Hits] = {}
+
+    def window(self, start: int, length: int, warp: Warp, *, exact: bool = False) -> _View:
+        """The hits of the window ``[start, start + length)`` under ``warp``.
+
+        ``exact`` keeps exact code matches only (the screen's lookup).
+        """
+        if (warp, exact) not in self._hits:
+            codes, frames = warp_codes(self._codes, self._frames, warp)
+            self._hits[warp, exact] = self._lookup.search(
+                codes, frames, max_flips=0 if exact else 1
+            )
+        hits = self._hits[warp, exact]
+        # Codes come in frame order, warped frames too, and the lookup keeps their order.
+        shift = round(start * warp.tempo)
+        i, j = np.searchsorted(hits.query_frames, [shift, round((start + length) * warp.tempo)])
+        window = Hits(hits.query_frames[i:j] - shift, hits.keys[i:j], hits.ref_frames[i:j])
+        return _View(window, warp, start * warp.tempo - shift)
+
+
 @dataclass
 class _Chain:
     """Confident windows that agree on one content and time line."""
 
     key: int
     alignments: list[tuple[int, Alignment]]
-    """(window start frame, alignment in window time), in window order."""
+    """(window start frame, alignment in the recording's frames from the window's start),
+    in window order."""
+    warp: Warp = IDENTITY
+    """The warp under which the chain's first window was found and the chain is followed."""
 
     @property
     def last_start(self) -> int:
@@ -253,11 +359,12 @@ class _Chain:
         return int(np.median([a.inliers for _, a in self.alignments[-5:]]))
 
     def extend(
-        self, start: int, hits: Hits, reference: int, best: Alignment | None = None
+        self, start: int, view: _View, reference: int, best: Alignment | None = None
     ) -> Alignment | None:
         """This chain's line through the window starting at ``start``.
 
-        Returns an alignment on the chain's line when the window's hits on it
+        ``view`` holds the window's hits under the chain's warp. Returns an
+        alignment on the chain's line when the window's hits on it
         reach :data:`_CONTINUE_SHARE` of ``reference`` code hits (the window's
         best alignment, or the chain's typical window), else None. A line
         given in advance needs no search over offsets, so even
@@ -265,8 +372,9 @@ class _Chain:
         """
         intercept, slope = self.line(_TRACK_WINDOWS)
         offset = intercept + slope * start
+        hits = view.hits
         mine = hits.keys == self.key
-        q = hits.query_frames[mine]
+        q = view.frames[mine]
         residual = hits.ref_frames[mine] - (offset + slope * q)
         near = np.abs(residual) <= 2 * INLIER_FRAMES
         if np.count_nonzero(near) < _MIN_FOLLOW_INLIERS:
@@ -287,10 +395,11 @@ class _Chain:
             offset_frames=offset,
             scale=slope,
             inliers=inliers,
-            query_start_frame=int(frames.min()),
-            query_end_frame=int(frames.max()),
+            query_start_frame=round(frames.min()),
+            query_end_frame=round(frames.max()),
             evidence=evidence,
             confidence=confidence_from_evidence(evidence),
+            pitch=known.pitch,
         )
 
     def line(self, recent: int | None = None) -> tuple[float, float]:
@@ -369,6 +478,7 @@ def monitor(
     hop_s: float = WINDOW_HOP_S,
     min_confidence: float = DEFAULT_MIN_CONFIDENCE,
     max_seconds: float | None = DEFAULT_MAX_SECONDS,
+    warps: bool = True,
 ) -> Timeline:
     """Match a long recording against an index into a timeline of segments.
 
@@ -384,6 +494,9 @@ def monitor(
         Segments whose best window is less confident are not reported.
     max_seconds : float or None
         Longest accepted recording (its decoded signal is held in memory).
+    warps : bool
+        Search speed, pitch and tempo changes beyond the matcher's own few per
+        cent where the plain lookup is unsure.
 
     Returns
     -------
@@ -402,7 +515,12 @@ def monitor(
     del samples
     fingerprinted = time.perf_counter()
     timeline = _index_timeline(
-        index, fingerprints, window_s=window_s, hop_s=hop_s, min_confidence=min_confidence
+        index,
+        fingerprints,
+        window_s=window_s,
+        hop_s=hop_s,
+        min_confidence=min_confidence,
+        warps=warps,
     )
     done = time.perf_counter()
     return Timeline(
@@ -426,6 +544,7 @@ def _index_timeline(
     window_s: float,
     hop_s: float,
     min_confidence: float,
+    warps: bool,
 ) -> Timeline:
     # The monitor is the index's second way of matching, beside
     # Index.match_fingerprints: it reads the same lookup and records.
@@ -437,26 +556,24 @@ def _index_timeline(
     }
     return timeline_from_fingerprints(
         fingerprints,
-        index._lookup.search,
+        index._lookup,
         records,
         window_s=window_s,
         hop_s=hop_s,
         min_confidence=min_confidence,
+        warps=warps,
     )
-
-
-Search = Callable[[NDArray[np.uint32], NDArray[np.uint32]], Hits]
-"""``(codes, frames) -> hits``: the index lookup."""
 
 
 def timeline_from_fingerprints(
     fingerprints: Fingerprints,
-    search: Search,
+    lookup: Lookup,
     records: dict[int, _Record],
     *,
     window_s: float = WINDOW_S,
     hop_s: float = WINDOW_HOP_S,
     min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+    warps: bool = True,
 ) -> Timeline:
     """The timeline of a recording's query fingerprints.
 
@@ -464,11 +581,13 @@ def timeline_from_fingerprints(
     ----------
     fingerprints : Fingerprints
         Query codes of the whole recording (:func:`fingerprint_recording`).
-    search : callable
-        The index lookup, ``(codes, frames) -> Hits``.
+    lookup : Lookup
+        The index lookup (:class:`acr.search.Lookup`).
     records : dict
         Content id, title and length in frames of each reference key.
     window_s, hop_s, min_confidence : float
+        As for :func:`monitor`.
+    warps : bool
         As for :func:`monitor`.
 
     Returns
@@ -491,7 +610,7 @@ def timeline_from_fingerprints(
     open_chains: list[_Chain] = []
     still_open: list[_Chain]
     windows = 0
-    for start, hits in _window_hits(fingerprints, search, total, window, hop):
+    for start, block in _windows(fingerprints, lookup, total, window, hop):
         windows += 1
         still_open = []
         for chain in open_chains:
@@ -506,24 +625,22 @@ def timeline_from_fingerprints(
             (
                 (chain, on_line)
                 for chain in open_chains
-                if (on_line := chain.extend(start, hits, chain.typical_inliers())) is not None
+                if (
+                    on_line := chain.extend(
+                        start, block.window(start, window, chain.warp), chain.typical_inliers()
+                    )
+                )
+                is not None
             ),
             None,
         )
         if followed is not None:
             followed[0].alignments.append((start, followed[1]))
             continue
-        ranked = align(
-            hits,
-            query_frames=window,
-            ref_frames=ref_frames,
-            n_references=n_references,
-            top_k=1,
-            min_confidence=WINDOW_MIN_CONFIDENCE,
-        )
-        if not ranked:
+        found = _window_alignment(block, start, window, ref_frames, n_references, warps=warps)
+        if found is None:
             continue
-        alignment = ranked[0]
+        alignment, warp = found
         home = next(
             (c for c in open_chains if c.key == alignment.key and c.predicts(start, alignment)),
             None,
@@ -536,13 +653,14 @@ def timeline_from_fingerprints(
         # rather than starting a new one at a repeat.
         extended = False
         for chain in open_chains:
-            on_line = chain.extend(start, hits, alignment.inliers, alignment)
+            view = block.window(start, window, chain.warp)
+            on_line = chain.extend(start, view, alignment.inliers, alignment)
             if on_line is not None:
                 chain.alignments.append((start, on_line))
                 extended = True
                 break
         if not extended:
-            open_chains.append(_Chain(alignment.key, [(start, alignment)]))
+            open_chains.append(_Chain(alignment.key, [(start, alignment)], warp))
     chains.extend(open_chains)
 
     kept = [
@@ -551,10 +669,10 @@ def timeline_from_fingerprints(
         if len(c.alignments) >= MIN_WINDOWS
         and max(a.confidence for _, a in c.alignments) >= min_confidence
     ]
-    spans = [_refine(c, fingerprints, search, records[c.key].frames, window) for c in kept]
+    spans = [_refine(c, fingerprints, lookup, records[c.key].frames, window) for c in kept]
     spans = _resolve_overlaps(sorted(spans, key=lambda s: s.start))
     segments = [
-        _to_segment(span, records[span.chain.key], fingerprints.hop_s)
+        _to_segment(span, records[span.chain.key], fingerprints, lookup, n_references)
         for span in spans
         if span.end > span.start
     ]
@@ -567,31 +685,75 @@ def timeline_from_fingerprints(
     )
 
 
-def _window_hits(
-    fingerprints: Fingerprints, search: Search, total: int, window: int, hop: int
-) -> Iterator[tuple[int, Hits]]:
-    """``(start frame, hits in window time)`` for every window of the recording.
+def _windows(
+    fingerprints: Fingerprints, lookup: Lookup, total: int, window: int, hop: int
+) -> Iterator[tuple[int, _Block]]:
+    """``(start frame, its block)`` for every window of the recording.
 
     Hits are looked up for a block of windows at a time, so memory stays
-    bounded and each code is searched about once.
+    bounded and each code is searched about once per warp.
     """
-    frames = fingerprints.frames.astype(np.int64)
     last_start = max(0, total - window)
     starts = list(range(0, last_start + 1, hop))
     if starts[-1] != last_start:
         starts.append(last_start)  # the recording's tail gets a window too
     for first in range(0, len(starts), _BLOCK_WINDOWS):
-        block = starts[first : first + _BLOCK_WINDOWS]
-        lo, hi = block[0], block[-1] + window
-        a, b = np.searchsorted(frames, [lo, hi])
-        hits = search(fingerprints.codes[a:b], fingerprints.frames[a:b])
-        # Codes come in frame order and the lookup keeps their order.
-        for start in block:
-            i, j = np.searchsorted(hits.query_frames, [start, start + window])
-            yield (
-                start,
-                Hits(hits.query_frames[i:j] - start, hits.keys[i:j], hits.ref_frames[i:j]),
-            )
+        chosen = starts[first : first + _BLOCK_WINDOWS]
+        block = _Block(fingerprints, lookup, chosen[0], chosen[-1] + window)
+        for start in chosen:
+            yield start, block
+
+
+def _window_alignment(
+    block: _Block,
+    start: int,
+    window: int,
+    ref_frames: Callable[[int], int],
+    n_references: int,
+    *,
+    warps: bool,
+) -> tuple[Alignment, Warp] | None:
+    """The window's best confident alignment (recording frames) and the warp it was found under.
+
+    The rule of :func:`acr.search.identify`: the window is aligned as it is;
+    when that leaves it unsure (nothing confident, or a line tilted by
+    :data:`~acr.search.TILTED_SCALE` or more), every warp is screened on exact
+    code matches, the best few that reach :data:`MIN_SCREEN_VOTES` are aligned
+    in full, and the best of those, less the warp penalty, wins if it beats
+    the plain alignment.
+    """
+
+    def best(view: _View) -> Alignment | None:
+        ranked = align(
+            view.hits,
+            query_frames=max(1, round(window * view.warp.tempo)),
+            ref_frames=ref_frames,
+            n_references=n_references,
+            top_k=1,
+            min_confidence=WINDOW_MIN_CONFIDENCE if view.warp.is_identity else 0.0,
+        )
+        return view.unwarped(ranked[0]) if ranked else None
+
+    plain = best(block.window(start, window, IDENTITY))
+    found = None if plain is None else (plain, IDENTITY)
+    if not warps or (plain is not None and abs(plain.scale - 1.0) < TILTED_SCALE):
+        return found
+    screened: list[tuple[int, Warp]] = []
+    for warp in WARPS:
+        votes = best_vote(block.window(start, window, warp, exact=True).hits)
+        if votes >= MIN_SCREEN_VOTES:
+            screened.append((votes, warp))
+    screened.sort(key=lambda item: item[0], reverse=True)
+    for _, warp in screened[:SHORTLIST]:
+        warped = best(block.window(start, window, warp))
+        if warped is None:
+            continue
+        penalized = _penalized(warped)
+        if penalized.confidence >= WINDOW_MIN_CONFIDENCE and (
+            found is None or penalized.evidence > found[0].evidence
+        ):
+            found = (penalized, warp)
+    return found
 
 
 @dataclass
@@ -608,7 +770,7 @@ class _Span:
 
 
 def _refine(
-    chain: _Chain, fingerprints: Fingerprints, search: Search, ref_length: int, window: int
+    chain: _Chain, fingerprints: Fingerprints, lookup: Lookup, ref_length: int, window: int
 ) -> _Span:
     """Edges of a chain's segment from the hits on its line near its first and last windows."""
     intercept, slope = chain.line()
@@ -617,8 +779,8 @@ def _refine(
     # The piece may begin up to a window before the first window that saw it.
     start = _edge(
         fingerprints,
-        search,
-        chain.key,
+        lookup,
+        chain,
         intercept,
         slope,
         first_window - window,
@@ -627,8 +789,8 @@ def _refine(
     )
     end = _edge(
         fingerprints,
-        search,
-        chain.key,
+        lookup,
+        chain,
         intercept,
         slope,
         last_window,
@@ -650,8 +812,8 @@ def _refine(
 
 def _edge(
     fingerprints: Fingerprints,
-    search: Search,
-    key: int,
+    lookup: Lookup,
+    chain: _Chain,
     intercept: float,
     slope: float,
     lo: int,
@@ -666,15 +828,17 @@ def _edge(
     maximises "anchors inside minus :data:`_EDGE_DENSITY_SHARE` of the piece's
     own density times frames inside": a chance hit before the start (after the
     end) is taken in only if the stretch it adds is half as dense as the
-    piece, so a lone collision half a second away does not move an edge.
+    piece, so a lone collision half a second away does not move an edge. The
+    codes are looked up under the chain's warp.
     """
     frames = fingerprints.frames.astype(np.int64)
     a, b = np.searchsorted(frames, [max(lo, 0), max(hi, 0)])
     if b <= a:
         return None
-    hits = search(fingerprints.codes[a:b], fingerprints.frames[a:b])
-    mine = hits.keys == key
-    q = hits.query_frames[mine]
+    codes, warped = warp_codes(fingerprints.codes[a:b], fingerprints.frames[a:b], chain.warp)
+    hits = lookup.search(codes, warped)
+    mine = hits.keys == chain.key
+    q = hits.query_frames[mine] / chain.warp.tempo
     on_line = np.abs(hits.ref_frames[mine] - (intercept + slope * q)) <= _EDGE_INLIER_FRAMES
     q = np.unique(q[on_line]).astype(np.float64)
     if q.size < _EDGE_MIN_HITS:
@@ -718,8 +882,11 @@ def _score(span: _Span) -> int:
     return sum(a.inliers for _, a in span.chain.alignments)
 
 
-def _to_segment(span: _Span, record: _Record, hop_s: float) -> Segment:
+def _to_segment(
+    span: _Span, record: _Record, fingerprints: Fingerprints, lookup: Lookup, n_references: int
+) -> Segment:
     chain = span.chain
+    hop_s = fingerprints.hop_s
     return Segment(
         start_s=span.start * hop_s,
         end_s=span.end * hop_s,
@@ -728,6 +895,40 @@ def _to_segment(span: _Span, record: _Record, hop_s: float) -> Segment:
         offset_s=(span.intercept + span.slope * span.start) * hop_s,
         confidence=max(a.confidence for _, a in chain.alignments),
         speed=span.slope,
+        pitch=_pitch(span, record, fingerprints, lookup, n_references),
         score=_score(span),
         windows=len(chain.alignments),
     )
+
+
+def _pitch(
+    span: _Span, record: _Record, fingerprints: Fingerprints, lookup: Lookup, n_references: int
+) -> float:
+    """The segment's pitch factor, as :func:`acr.search.identify` reports a sample's.
+
+    Under a speed warp pitch and tempo changed together, so the pitch is the
+    measured speed; otherwise the segment's codes are warped to its tempo and
+    shifted band by band until most meet its line (``acr.search._measured_pitch``).
+    """
+    chain = span.chain
+    if chain.warp.coupled:
+        return span.slope
+    first = max(0, int(np.ceil(span.start)))
+    frames = fingerprints.frames.astype(np.int64)
+    a, b = np.searchsorted(frames, [first, span.end])
+    piece = Fingerprints(
+        kind=fingerprints.kind,
+        codes=fingerprints.codes[a:b],
+        frames=(frames[a:b] - first).astype(np.uint32),
+        hop_s=fingerprints.hop_s,
+        duration_s=(span.end - first) * fingerprints.hop_s,
+    )
+    best = max((a for _, a in chain.alignments), key=lambda a: a.evidence)
+    line = replace(
+        best,
+        offset_frames=span.intercept + span.slope * first,
+        scale=span.slope,
+        pitch=chain.warp.pitch,
+    )
+    query = Query(piece, lookup, lambda _: record.frames, n_references)
+    return _measured_pitch(line, query)

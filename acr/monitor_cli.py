@@ -6,7 +6,13 @@
 
 With ``--json``, one JSON object per segment, one per line::
 
-    {"recording", "start_s", "end_s", "content_id", "title", "offset_s", "confidence"}
+    {"recording", "start_s", "end_s", "content_id", "title", "offset_s", "confidence",
+     "speed", "pitch", "score", "windows"}
+
+``offset_s`` is the position in the reference heard at ``start_s``; ``speed``
+is the tempo relative to the reference and ``pitch`` the frequency factor (a
+broadcast sped up by 4 % has both at 1.04; speed, pitch and tempo changes up
+to about 10 % are searched).
 
 and, for a recording that cannot be used, one line
 ``{"recording", "error": {"code", "message"}}``. Without it, a table per
@@ -92,7 +98,8 @@ def _table(recording: str, timeline: Timeline) -> list[str]:
         else:
             lines.append(
                 f"{span}  {segment.title} [{segment.content_id}] from {segment.offset_s:.2f} s "
-                f"(confidence {segment.confidence:.2f}, speed {segment.speed:.3f})"
+                f"(confidence {segment.confidence:.2f}, speed {segment.speed:.3f}, "
+                f"pitch {segment.pitch:.3f})"
             )
     return lines
 

@@ -12,7 +12,11 @@ to cross the threshold at every look. The threshold is therefore raised by
 ``log10(K)`` evidence units, ``K`` being the number of looks the schedule plans
 (a Bonferroni correction over looks, on the evidence's own −log10 scale), and
 confidences are reported after that correction, so the one-shot threshold keeps
-its meaning. See "Streaming" in ``docs/matching.md`` for the measurements.
+its meaning. A look whose plain lookup is unsure also searches speed, pitch and
+tempo warps (:func:`acr.search.identify`, whose warp penalty then applies on top
+of the look correction), at most once per :data:`WARP_INTERVAL_S` of audio, at
+the final look, and at any look that would answer on a tilted line. See
+"Streaming" in ``docs/matching.md`` for the measurements.
 
 Incremental fingerprints equal the batch ones except for one global quantity:
 the level floor of peak picking (the signal's mean log power, or 70 dB below its
@@ -41,6 +45,7 @@ from acr.matching import (
     DEFAULT_MIN_CONFIDENCE,
 )
 from acr.results import Match, MatchResult
+from acr.search import TILTED_SCALE
 from acr.signals.audio import KIND, QUERY_FANOUT, QUERY_PEAKS_PER_SECOND
 from acr.signals.audio.codes import MAX_DT_FRAMES, pair_codes
 from acr.signals.audio.peaks import (
@@ -64,6 +69,16 @@ larger correction (``log10`` of the number of looks) and more lookups."""
 MAX_SECONDS = 10.0
 """Give up after this much audio; the one-shot benchmark's 5 s and 10 s samples
 already reach 97 % and 99 % top-1 over every degradation."""
+WARP_INTERVAL_S = 0.5
+"""Audio between looks that may search speed, pitch and tempo warps (:mod:`acr.search`).
+
+A warp search costs thirty-odd lookups, more than the plain look, and is
+made only when the plain look is unsure, which for a stream that is never
+answered is every look. On the streaming benchmark's quick run, clips played
+5 % fast or slow, time-stretched or pitch-shifted were answered by a p90 of
+1.3 s of audio with warps at every look, 1.5 s at one every 0.5 s and 2.0 s at
+one a second, for 3.3, 1.8 and 1 times the server work per second of audio.
+See "Streaming" in ``docs/matching.md``."""
 
 _RESAMPLE_QUALITY = "HQ"
 """As :func:`acr.signals.audio.decode.resample`, so streamed and uploaded PCM agree."""
@@ -355,6 +370,8 @@ class Look:
     best_evidence: float
     """Uncorrected evidence of the best candidate (−inf when there is none)."""
     elapsed_ms: float
+    warps: bool = False
+    """Whether this look could search warps (it does only when the plain lookup is unsure)."""
 
 
 @dataclass
@@ -376,6 +393,9 @@ class StreamMatcher:
         the library no longer serves the best).
     level : tuple of float, optional
         Passed to :class:`IncrementalFingerprinter` (tests only).
+    warp_interval_s : float
+        Audio between looks that may search warps (:data:`WARP_INTERVAL_S`);
+        the final look always may. ``math.inf``: only the final look.
 
     Examples
     --------
@@ -393,6 +413,7 @@ class StreamMatcher:
     plan: LookPlan = field(default_factory=LookPlan)
     top_k: int = 1
     level: tuple[float, float] | None = None
+    warp_interval_s: float = WARP_INTERVAL_S
     looks: list[Look] = field(default_factory=list, init=False)
     candidates: list[Match] = field(default_factory=list, init=False)
     """Confident candidates of the last look, best first, confidences corrected."""
@@ -410,6 +431,9 @@ class StreamMatcher:
         self._sum = 0.0
         self._squares = 0.0
         self._raw_threshold = raw_threshold(self.min_confidence, self.plan.penalty)
+        if not self.warp_interval_s > 0:
+            raise ValueError(f"warp_interval_s must be positive, got {self.warp_interval_s:g}")
+        self._next_warp_s = self.warp_interval_s
 
     @property
     def heard_s(self) -> float:
@@ -472,18 +496,39 @@ class StreamMatcher:
         best_evidence = -math.inf
         best_id: str | None = None
         confident: list[Match] = []
+        # Warps cost thirty-odd lookups where the look costs one: an unsure look
+        # searches them only once enough new audio arrived since the last that could.
+        warps = final or self.heard_s + 1e-9 >= self._next_warp_s
+        if warps:
+            # On a fixed grid, so that chunks that do not divide the interval do
+            # not push every later warped look back.
+            steps = math.floor(self.heard_s / self.warp_interval_s + 1e-9) + 1
+            self._next_warp_s = steps * self.warp_interval_s
         if len(fingerprints):
             # Asked with no threshold: the best candidate's evidence is kept for the
             # benchmark's false-positive analysis; the threshold is applied here.
-            # Speed, pitch and tempo warps (acr.search) cost twenty-odd lookups, too
-            # many for every look: only the last look of a stream searches them.
-            result = self.index.match_fingerprints(
-                fingerprints,
-                top_k=max(1, self.top_k),
-                min_confidence=0.0,
-                started=started,
-                warps=final,
-            )
+            # A warped candidate comes with the warp penalty already taken off.
+            def ask(warped: bool) -> MatchResult:
+                return self.index.match_fingerprints(
+                    fingerprints,
+                    top_k=max(1, self.top_k),
+                    min_confidence=0.0,
+                    started=started,
+                    warps=warped,
+                )
+
+            result = ask(warps)
+            top = result.matches[0] if result.matches else None
+            if (
+                not warps
+                and top is not None
+                and top.confidence >= self._raw_threshold
+                and abs(top.speed - 1.0) >= TILTED_SCALE
+            ):
+                # An answer on a tilted line is searched under the warps first, as
+                # identify does: the tilt fits part of the sample and misplaces the offset.
+                warps = True
+                result = ask(True)
             if result.matches:
                 best_evidence = evidence_from_confidence(result.matches[0].confidence)
                 best_id = result.matches[0].content_id
@@ -500,6 +545,7 @@ class StreamMatcher:
                 best_content_id=best_id,
                 best_evidence=best_evidence,
                 elapsed_ms=(time.perf_counter() - started) * 1000.0,
+                warps=warps,
             )
         )
         best = self.candidates[0] if self.candidates else None

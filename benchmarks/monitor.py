@@ -3,7 +3,10 @@
 Builds seeded long "broadcasts" from the benchmark corpus: excerpts of the
 indexed references (10-90 s, random offsets, each played at a random speed
 within ±1 %), separated by never-indexed music (hedgewars, 5-40 s) and silence
-(1-5 s), in random order. Each broadcast then goes through white noise at
+(1-5 s), in random order. The last broadcasts are then played
+:data:`BROADCAST_SPEED` fast as a whole (pitch and tempo, as stations that
+speed up their programmes), which the monitor must search warps for. Each
+broadcast then goes through white noise at
 10 dB SNR and an MP3 round trip at 32 kbit/s (``benchmarks.degrade``), is
 written as 16-bit WAV, and :func:`acr.monitor.monitor` turns the file into a
 timeline against the cached index of the references (``benchmarks.load.ensure_index``).
@@ -12,9 +15,10 @@ Reported: segment recall and precision (a true and a found segment match when
 they name the same content and overlap by at least half of the shorter one),
 boundary errors of matched segments, offset error (the found offset against
 the true reference position at the found start, so boundary errors do not
-count twice), false segments (found segments matching no true one) and the
-seconds they cover in the gaps, and speed in times real time (wall, decode
-included). Writes ``results/monitor.md`` and ``.json`` (``monitor-quick.*``).
+count twice), speed and pitch errors, false segments (found segments
+matching no true one) and the seconds they cover in the gaps, and speed in
+times real time (wall, decode included), for the broadcasts as played and for
+the sped-up ones. Writes ``results/monitor.md`` and ``.json`` (``monitor-quick.*``).
 """
 
 from __future__ import annotations
@@ -27,8 +31,8 @@ import os
 import sys
 import time
 import wave
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +66,8 @@ SPEED_RANGE = 0.01
 NOISE_SNR_DB = 10.0
 MP3_BIT_RATE = 32_000
 PIECE_WEIGHTS = {"reference": 0.6, "unknown": 0.25, "silence": 0.15}
+BROADCAST_SPEED = 1.04
+"""Playback speed of the sped-up broadcasts."""
 
 
 @dataclass(frozen=True)
@@ -69,10 +75,12 @@ class Plan:
     name: str
     broadcasts: int
     minutes: float
+    sped_up: int
+    """Broadcasts, after the others, played :data:`BROADCAST_SPEED` fast."""
 
 
-FULL = Plan("full", 3, 20.0)
-QUICK = Plan("quick", 1, 5.0)
+FULL = Plan("full", 3, 20.0, 1)
+QUICK = Plan("quick", 1, 5.0, 1)
 
 
 @dataclass(frozen=True)
@@ -86,6 +94,7 @@ class TruePiece:
     track: str | None = None
     offset_s: float = 0.0
     speed: float = 1.0
+    """Tempo relative to the reference; the pitch factor too (every change is of speed)."""
 
 
 # -- building broadcasts ----------------------------------------------------------------------
@@ -112,8 +121,9 @@ def build_broadcast(
     ids: Sequence[str],
     negatives: Sequence[Track],
     decoded: _Decoded,
+    playback: float = 1.0,
 ) -> tuple[FloatArray, list[TruePiece]]:
-    """A seeded broadcast of ``minutes`` and the truth of what plays when (before degrading)."""
+    """A seeded broadcast of ``minutes``, played ``playback`` fast, and what plays when."""
     rng = np.random.default_rng(np.random.SeedSequence(SEED, spawn_key=(7, number)))
     kinds = list(PIECE_WEIGHTS)
     weights = np.array([PIECE_WEIGHTS[k] for k in kinds])
@@ -161,6 +171,14 @@ def build_broadcast(
             )
         position += parts[-1].shape[0]
     signal = np.concatenate(parts)
+    if playback != 1.0:
+        signal = speed(signal, RATE, playback)
+        truth = [
+            replace(
+                p, start_s=p.start_s / playback, end_s=p.end_s / playback, speed=p.speed * playback
+            )
+            for p in truth
+        ]
     rng_noise = np.random.default_rng(np.random.SeedSequence(SEED, spawn_key=(8, number)))
     degraded = mp3(add_white_noise(signal, rng_noise, NOISE_SNR_DB), RATE, MP3_BIT_RATE)
     return np.clip(degraded, -1.0, 1.0), truth
@@ -217,6 +235,7 @@ def score_broadcast(truth: Sequence[TruePiece], timeline: Timeline) -> dict[str,
                 "end_error_s": found.end_s - piece.end_s,
                 "offset_error_s": found.offset_s - true_offset,
                 "speed_error": found.speed - piece.speed,
+                "pitch_error": found.pitch - piece.speed,
                 "pieces_found": len(candidates),
             }
         )
@@ -284,6 +303,7 @@ def summarize(scores: Sequence[dict[str, Any]], runs: Sequence[dict[str, Any]]) 
         * sum(1 for p in pairs if abs(p["offset_error_s"]) <= 0.1)
         / max(len(pairs), 1),
         "speed_error": _stats([p["speed_error"] for p in pairs]),
+        "pitch_error": _stats([p["pitch_error"] for p in pairs]),
         "false_segments": false_count,
         "gap_seconds": sum(s["gap_seconds"] for s in scores),
         "found_seconds_in_gaps": sum(s["found_seconds_in_gaps"] for s in scores),
@@ -302,58 +322,104 @@ def _f(value: float | None, digits: int = 2) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
-def render(summary: dict[str, Any], runs: Sequence[dict[str, Any]], run: dict[str, Any]) -> str:
-    s = summary
+def render(
+    summaries: dict[str, dict[str, Any]], runs: Sequence[dict[str, Any]], run: dict[str, Any]
+) -> str:
+    plan = run["plan"]
+    groups = list(summaries)
     lines = [
         f"# Monitoring benchmark ({run['mode']})",
         "",
         f"`{run['command']}` — {run['date']}, commit `{run['commit']}`, seed {run['seed']}.",
         f"Machine: {run['machine']['cpu_model']}, {run['machine']['usable_cores']} usable cores.",
         "",
-        f"Broadcasts: {len(runs)} x {run['plan']['minutes']:g} min; excerpts of the "
+        f"Broadcasts: {plan['broadcasts']} x {plan['minutes']:g} min as played and "
+        f"{plan['sped_up']} x {plan['minutes']:g} min played {BROADCAST_SPEED:g} times as fast "
+        f"(speed +{100 * (BROADCAST_SPEED - 1):g} %, pitch and tempo); excerpts of the "
         f"{run['references']} indexed references ({EXCERPT_S[0]:g}-{EXCERPT_S[1]:g} s, speed "
         f"±{100 * SPEED_RANGE:g} %), never-indexed music ({UNKNOWN_S[0]:g}-{UNKNOWN_S[1]:g} s) "
         f"and silence ({SILENCE_S[0]:g}-{SILENCE_S[1]:g} s); then white noise "
         f"{NOISE_SNR_DB:g} dB SNR and MP3 {MP3_BIT_RATE // 1000} kbit/s. Monitor settings: "
         f"window {WINDOW_S:g} s every {WINDOW_HOP_S:g} s, a window votes from confidence "
-        f"{WINDOW_MIN_CONFIDENCE:g}, a segment needs {MIN_WINDOWS} agreeing windows.",
+        f"{WINDOW_MIN_CONFIDENCE:g}, a segment needs {MIN_WINDOWS} agreeing windows; speed, "
+        "pitch and tempo warps searched where a window is unsure.",
         "",
-        "| measure | value |",
-        "|---|---:|",
-        f"| reference pieces | {s['pieces']} |",
-        f"| segments found | {s['found_segments']} |",
-        f"| segment recall (same content, overlap >= half) | {_f(s['recall_pct'], 1)} % |",
-        f"| segment precision | {_f(s['precision_pct'], 1)} % |",
-        f"| pieces split into several segments | {s['split_pieces']} |",
-        f"| start error median / p95 / max | {_f(s['start_error_s']['median'])} / "
-        f"{_f(s['start_error_s']['p95'])} / {_f(s['start_error_s']['max'])} s |",
-        f"| end error median / p95 / max | {_f(s['end_error_s']['median'])} / "
-        f"{_f(s['end_error_s']['p95'])} / {_f(s['end_error_s']['max'])} s |",
-        f"| signed median start / end error | {_f(s['start_signed_median_s'])} / "
-        f"{_f(s['end_signed_median_s'])} s |",
-        f"| boundaries within 0.5 s | {_f(s['boundary_within_0_5s_pct'], 1)} % |",
-        f"| offset error median / p95 / max | {_f(1000 * (s['offset_error_s']['median'] or 0), 0)}"
-        f" / {_f(1000 * (s['offset_error_s']['p95'] or 0), 0)} / "
-        f"{_f(1000 * (s['offset_error_s']['max'] or 0), 0)} ms |",
-        f"| offsets within 100 ms | {_f(s['offset_within_0_1s_pct'], 1)} % |",
-        f"| speed error median / p95 | {_f(s['speed_error']['median'], 4)} / "
-        f"{_f(s['speed_error']['p95'], 4)} |",
-        f"| false segments (matching no true piece) | {s['false_segments']} |",
-        f"| seconds reported inside gaps / gap seconds | {_f(s['found_seconds_in_gaps'], 1)} / "
-        f"{_f(s['gap_seconds'], 1)} s |",
-        f"| speed, wall (decode included) | {_f(s['x_realtime_wall'], 0)}x real time |",
-        f"| speed, CPU time (all threads) | {_f(s['x_realtime_cpu'], 0)}x real time |",
-        f"| peak memory (ru_maxrss) | {_f(run['peak_rss_mb'], 0)} MB |",
+        "| measure | " + " | ".join(groups) + " |",
+        "|---|" + "---:|" * len(groups),
+    ]
+
+    def row(label: str, cell: Callable[[dict[str, Any]], str]) -> str:
+        return f"| {label} | " + " | ".join(cell(summaries[g]) for g in groups) + " |"
+
+    def ms(stats: dict[str, float | None], key: str) -> str:
+        return _f(1000 * (stats[key] or 0), 0)
+
+    lines += [
+        row("reference pieces", lambda s: f"{s['pieces']}"),
+        row("segments found", lambda s: f"{s['found_segments']}"),
+        row(
+            "segment recall (same content, overlap >= half)",
+            lambda s: f"{_f(s['recall_pct'], 1)} %",
+        ),
+        row("segment precision", lambda s: f"{_f(s['precision_pct'], 1)} %"),
+        row("pieces split into several segments", lambda s: f"{s['split_pieces']}"),
+        row(
+            "start error median / p95 / max",
+            lambda s: (
+                f"{_f(s['start_error_s']['median'])} / {_f(s['start_error_s']['p95'])} / "
+                f"{_f(s['start_error_s']['max'])} s"
+            ),
+        ),
+        row(
+            "end error median / p95 / max",
+            lambda s: (
+                f"{_f(s['end_error_s']['median'])} / {_f(s['end_error_s']['p95'])} / "
+                f"{_f(s['end_error_s']['max'])} s"
+            ),
+        ),
+        row(
+            "signed median start / end error",
+            lambda s: f"{_f(s['start_signed_median_s'])} / {_f(s['end_signed_median_s'])} s",
+        ),
+        row("boundaries within 0.5 s", lambda s: f"{_f(s['boundary_within_0_5s_pct'], 1)} %"),
+        row(
+            "offset error median / p95 / max",
+            lambda s: (
+                f"{ms(s['offset_error_s'], 'median')} / {ms(s['offset_error_s'], 'p95')} "
+                f"/ {ms(s['offset_error_s'], 'max')} ms"
+            ),
+        ),
+        row("offsets within 100 ms", lambda s: f"{_f(s['offset_within_0_1s_pct'], 1)} %"),
+        row(
+            "speed error median / p95",
+            lambda s: f"{_f(s['speed_error']['median'], 4)} / {_f(s['speed_error']['p95'], 4)}",
+        ),
+        row(
+            "pitch error median / p95",
+            lambda s: f"{_f(s['pitch_error']['median'], 4)} / {_f(s['pitch_error']['p95'], 4)}",
+        ),
+        row("false segments (matching no true piece)", lambda s: f"{s['false_segments']}"),
+        row(
+            "seconds reported inside gaps / gap seconds",
+            lambda s: f"{_f(s['found_seconds_in_gaps'], 1)} / {_f(s['gap_seconds'], 1)} s",
+        ),
+        row(
+            "speed, wall (decode included)",
+            lambda s: f"{_f(s['x_realtime_wall'], 0)}x real time",
+        ),
+        row("speed, CPU time (all threads)", lambda s: f"{_f(s['x_realtime_cpu'], 0)}x real time"),
         "",
-        "| broadcast | minutes | pieces | found | matched | false | wall s | x real time | "
-        "decode s | fingerprint s | match s |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"Peak memory (ru_maxrss): {_f(run['peak_rss_mb'], 0)} MB.",
+        "",
+        "| broadcast | playback | minutes | pieces | found | matched | false | wall s | "
+        "x real time | decode s | fingerprint s | match s |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
         t = r["timings"]
         lines.append(
-            f"| {r['number']} | {r['duration_s'] / 60:.1f} | {r['pieces']} | {r['found']} | "
-            f"{r['matched']} | {r['false']} | {r['elapsed_s']:.2f} | "
+            f"| {r['number']} | {r['playback']:g} | {r['duration_s'] / 60:.1f} | {r['pieces']} | "
+            f"{r['found']} | {r['matched']} | {r['false']} | {r['elapsed_s']:.2f} | "
             f"{r['duration_s'] / r['elapsed_s']:.0f} | {t['decode_s']:.2f} | "
             f"{t['fingerprint_s']:.2f} | {t['match_s']:.2f} |"
         )
@@ -361,8 +427,10 @@ def render(summary: dict[str, Any], runs: Sequence[dict[str, Any]], run: dict[st
         "",
         "Errors are absolute unless signed; an end error above zero is a segment that runs on "
         "after its piece. Offset error compares the reported offset with the true reference "
-        "position at the reported start. Game music loops: an excerpt found at a verbatim "
-        "repeat elsewhere in its track counts as a large offset error here.",
+        "position at the reported start. Speed and pitch errors compare the reported factors "
+        "with the piece's speed (its own ±1 % times the broadcast's playback speed). Game "
+        "music loops: an excerpt found at a verbatim repeat elsewhere in its track counts as "
+        "a large offset error here.",
         "",
     ]
     return "\n".join(lines)
@@ -397,10 +465,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     truths: list[list[dict[str, Any]]] = []
     timelines: list[dict[str, Any]] = []
     with Index.open(built.path, readonly=True) as index:
-        for number in range(plan.broadcasts):
-            log(f"broadcast {number}: building {plan.minutes:g} min")
+        for number in range(plan.broadcasts + plan.sped_up):
+            playback = BROADCAST_SPEED if number >= plan.broadcasts else 1.0
+            log(f"broadcast {number}: building {plan.minutes:g} min, played {playback:g} fast")
             signal, truth = build_broadcast(
-                number, plan.minutes, refs, list(built.content_ids), negs, decoded
+                number, plan.minutes, refs, list(built.content_ids), negs, decoded, playback
             )
             data = wav_bytes(signal)
             del signal
@@ -415,6 +484,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             runs.append(
                 {
                     "number": number,
+                    "playback": playback,
                     "duration_s": timeline.duration_s,
                     "elapsed_s": timeline.elapsed_s,
                     "cpu_s": cpu_s,
@@ -429,7 +499,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"broadcast {number}: {score['pieces']} pieces, {score['found']} segments, "
                 f"{timeline.duration_s / timeline.elapsed_s:.0f}x real time"
             )
-    summary = summarize(scores, runs)
+    n = plan.broadcasts
+    summary = {
+        "as played": summarize(scores[:n], runs[:n]),
+        f"sped up {100 * (BROADCAST_SPEED - 1):g} %": summarize(scores[n:], runs[n:]),
+    }
     command = "python -m benchmarks.monitor" + (" --quick" if args.quick else "")
     run = {
         "mode": plan.name,

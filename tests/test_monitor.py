@@ -109,8 +109,10 @@ def test_every_piece_is_found_with_its_boundaries_and_offset(
 def test_speed_change_is_followed(timeline: Timeline) -> None:
     fast = next(s for s in timeline.segments if s.content_id == "song-4")
     assert fast.speed == pytest.approx(1.02, abs=0.002)
+    assert fast.pitch == pytest.approx(1.02, abs=0.01)
     plain = [s for s in timeline.segments if s.content_id != "song-4"]
     assert all(s.speed == pytest.approx(1.0, abs=0.002) for s in plain)
+    assert all(s.pitch == pytest.approx(1.0, abs=0.01) for s in plain)
 
 
 def test_unknown_music_and_silence_are_gaps(recording: Recording, timeline: Timeline) -> None:
@@ -138,7 +140,9 @@ def test_cli_prints_one_json_line_per_segment(
     assert [line["content_id"] for line in lines] == [s.content_id for s in timeline.segments]
     for line in lines:
         assert line["recording"] == str(recording.path)
-        assert {"start_s", "end_s", "title", "offset_s", "confidence"} <= line.keys()
+        assert {"start_s", "end_s", "title", "offset_s", "confidence", "speed", "pitch"} <= (
+            line.keys()
+        )
 
 
 def test_cli_table_shows_segments_and_gaps(
@@ -184,3 +188,55 @@ def test_silent_recording_is_a_clear_error(recording: Recording, tmp_path: Path)
 def test_bad_window_is_rejected(recording: Recording) -> None:
     with Index.open(recording.index_dir, readonly=True) as index, pytest.raises(ValueError):
         index.monitor(recording.path, window_s=0.0)
+
+
+# -- speed, pitch and tempo changes ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sped_up(recording: Recording, tmp_path_factory: pytest.TempPathFactory) -> Recording:
+    """Song 1, then the middle of song 2 played 5 % fast (pitch and tempo), then song 3,
+    among unknown music, at 20 dB SNR."""
+    rate = SONG_RATE
+    parts = [
+        synth_song(111, 6.0),
+        _song(1)[2 * rate : 20 * rate],
+        speed(_song(2)[5 * rate : round(31.25 * rate)], rate, 1.05),  # 25 s
+        _song(3)[10 * rate : 26 * rate],
+        synth_song(112, 6.0),
+    ]
+    bounds = np.cumsum([0, *(p.shape[0] for p in parts)]) / rate
+    pieces = [
+        Piece("song-1", bounds[1], bounds[2], 2.0),
+        Piece("song-2", bounds[2], bounds[3], 5.0),
+        Piece("song-3", bounds[3], bounds[4], 10.0),
+    ]
+    signal = add_white_noise(np.concatenate(parts), np.random.default_rng(8), 20.0)
+    path = tmp_path_factory.mktemp("sped-up") / "sped-up.flac"
+    write_audio(path, np.clip(signal, -1.0, 1.0))
+    gaps = [(0.0, bounds[1]), (bounds[4], bounds[5])]
+    return Recording(recording.index_dir, path, pieces, gaps)
+
+
+def test_a_sped_up_piece_is_found_with_its_speed_pitch_and_offsets(sped_up: Recording) -> None:
+    with Index.open(sped_up.index_dir, readonly=True) as index:
+        timeline = index.monitor(sped_up.path)
+    assert [s.content_id for s in timeline.segments] == [p.content_id for p in sped_up.pieces]
+    for piece, segment in zip(sped_up.pieces, timeline.segments, strict=True):
+        factor = 1.05 if piece.content_id == "song-2" else 1.0
+        assert abs(segment.start_s - piece.start_s) <= 0.5, (piece, segment)
+        assert abs(segment.end_s - piece.end_s) <= 0.5, (piece, segment)
+        # In the reference's time base: the position heard at the reported start.
+        expected = piece.offset_s + factor * (segment.start_s - piece.start_s)
+        assert abs(segment.offset_s - expected) <= 0.05, (piece, segment)
+        assert segment.speed == pytest.approx(factor, abs=0.003), segment
+        assert segment.pitch == pytest.approx(factor, abs=0.01), segment
+        assert segment.confidence >= 0.8
+    assert timeline.to_dict()["segments"][1]["pitch"] == pytest.approx(1.05, abs=0.01)
+
+
+def test_without_warps_the_sped_up_piece_is_missed(sped_up: Recording) -> None:
+    """5 % is beyond the plain lookup's reach: the warps are what find it."""
+    with Index.open(sped_up.index_dir, readonly=True) as index:
+        timeline = index.monitor(sped_up.path, warps=False)
+    assert "song-2" not in [s.content_id for s in timeline.segments]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from collections.abc import Iterator
 
 import numpy as np
@@ -17,11 +18,13 @@ from acr.db.models import Campaign, Content, Engagement, Organisation, Trigger
 from acr.index.catalogue import ContentSpec
 from acr.index.store import Index
 from acr.matching import CONFIDENCE_SLOPE, DEFAULT_MIN_CONFIDENCE, confidence_from_evidence
+from acr.results import Match
 from acr.signals.audio import fingerprint_query
 from acr.signals.audio.decode import resample
 from acr.signals.audio.peaks import MAX_BIN, MIN_BIN
 from acr.signals.audio.spectrogram import SAMPLE_RATE, log_spectrogram
 from acr.streaming import (
+    WARP_INTERVAL_S,
     IncrementalFingerprinter,
     LookPlan,
     StreamMatcher,
@@ -30,6 +33,7 @@ from acr.streaming import (
     raw_threshold,
 )
 from api.services import Services
+from benchmarks.degrade import speed, tempo
 from tests.conftest import SONG_RATE, Keys, synth_song
 
 SONG_SECONDS = 16.0
@@ -294,3 +298,68 @@ def test_websocket_bad_message_is_refused(
     with client.websocket_connect(url, headers=keys.tv_app) as ws:
         ws.send_text("hello")
         assert ws.receive_json()["code"] == "bad_message"
+
+
+# -- speed, pitch and tempo changes ---------------------------------------------------------------
+
+
+def _sped_up_stream(index: Index, warp_interval_s: float) -> tuple[StreamMatcher, Match | None]:
+    """Song 22 from 4.3 s, played 6 % fast (pitch and tempo), streamed until an answer."""
+    samples = speed(song(22)[int(4.3 * SONG_RATE) :], SONG_RATE, 1.06)
+    matcher = StreamMatcher(index, SONG_RATE, warp_interval_s=warp_interval_s)
+    for chunk in chunks(samples, SONG_RATE):
+        if (answer := matcher.push(chunk)) is not None:
+            return matcher, answer
+    return matcher, matcher.finish()
+
+
+def test_a_sped_up_stream_is_answered_early_with_its_speed(index: Index) -> None:
+    content = next(r for r in index.list() if r.title == "song 22")
+    matcher, answer = _sped_up_stream(index, WARP_INTERVAL_S)
+    assert answer is not None
+    assert not matcher.done, "answered by a look before the final one"
+    assert matcher.heard_s <= 5.0
+    assert answer.content_id == content.content_id
+    assert answer.offset_s == pytest.approx(4.3, abs=0.1)
+    # About a second of audio places the pitch to a band, not the tempo: the Hough
+    # search's ±3 % and the warp's band trade off over so short a stretch.
+    assert answer.pitch == pytest.approx(1.06, rel=0.015)
+    assert answer.speed == pytest.approx(1.06, rel=0.1)
+    assert answer.confidence >= DEFAULT_MIN_CONFIDENCE
+    assert matcher.looks[-1].warps
+
+
+def test_without_warps_in_its_looks_a_sped_up_stream_is_answered_at_the_end_only(
+    index: Index,
+) -> None:
+    """The looks' warps are what answer early: with only the final look warped, 6 % is
+    beyond the plain lookups."""
+    matcher, answer = _sped_up_stream(index, math.inf)
+    assert matcher.done
+    assert [look.warps for look in matcher.looks].count(True) == 1
+    assert answer is None or answer.speed == pytest.approx(1.06, rel=0.02)
+
+
+def test_warped_looks_follow_the_interval(index: Index) -> None:
+    matcher = StreamMatcher(index, SONG_RATE, plan=LookPlan(max_s=4.0), warp_interval_s=1.0)
+    for chunk in chunks(synth_song(96, 4.0), SONG_RATE, 0.3):
+        matcher.push(chunk)
+    warped = [round(look.heard_s, 1) for look in matcher.looks if look.warps]
+    assert warped == [1.2, 2.1, 3.0, 4.0]  # the first look at or after each second, and the last
+    with pytest.raises(ValueError):
+        StreamMatcher(index, SONG_RATE, warp_interval_s=0.0)
+
+
+def test_an_answer_on_a_tilted_line_is_searched_under_the_warps_first(index: Index) -> None:
+    """Between warped looks too: a confident line tilted by 1.5 % or more is what
+    identify searches the warps for, and so does a look before answering with it."""
+    samples = tempo(song(22)[int(4.3 * SONG_RATE) :], SONG_RATE, 1.03)
+    matcher = StreamMatcher(index, SONG_RATE, warp_interval_s=math.inf)
+    answer = None
+    for chunk in chunks(samples, SONG_RATE):
+        if (answer := matcher.push(chunk)) is not None:
+            break
+    assert answer is not None and not matcher.done
+    assert answer.offset_s == pytest.approx(4.3, abs=0.05)
+    assert matcher.looks[-1].warps
+    assert not any(look.warps for look in matcher.looks[:-1])

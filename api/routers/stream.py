@@ -17,8 +17,12 @@ Protocol
   Both carry the body of ``POST /v1/match`` (``matched``, ``match``,
   ``campaigns``, ``no_match_reason``, ...) plus ``heard_s``, the audio used, and
   ``looks``. ``match.offset_s`` is where the stream's first sample sits in the
-  content, so the viewer is now at about ``offset_s + heard_s · speed``. A match
-  serves and records campaigns exactly as ``POST /v1/match`` does.
+  content, so the viewer is now at about ``offset_s + heard_s · speed``. A stream
+  played faster or slower, time-stretched or pitch-shifted (up to about 10 %) is
+  searched under speed, pitch and tempo warps where a look is unsure, and its
+  ``match.speed`` and ``match.pitch`` say how it was played; from the second or
+  so of audio of an early answer they are coarse (see ``docs/matching.md``). A
+  match serves and records campaigns exactly as ``POST /v1/match`` does.
 * Errors are ``{"type": "error", "code", "status", "detail"}`` followed by a
   close: 1008 (policy violation) for authentication, role, rate limit and
   parameters, 1003 (unsupported data) for a malformed message, 1009 for a
