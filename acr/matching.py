@@ -29,6 +29,8 @@ from scipy.special import expit, gammaln, pdtrc
 COARSE_BIN_FRAMES = 8
 INLIER_FRAMES = 1.5
 SCALES = np.linspace(0.97, 1.03, 13)
+_SCALES_FROM_ONE = np.argsort(np.abs(SCALES - 1.0), kind="stable")
+"""Scale indices nearest 1 first: among equally supported lines the least tilted wins."""
 CANDIDATES = 8
 MIN_INLIERS = 5
 MIN_SEGMENT_FRAMES = 62
@@ -276,7 +278,7 @@ def _fit(
     """Hough search over scale and offset around one coarse candidate, on one key's hits."""
     drift = (SCALES.max() - 1.0) * query_frames + 2 * COARSE_BIN_FRAMES
     found, scale_index, offset, matched, first, last = _hough(
-        q_all, r_all, coarse_offset, drift, SCALES, INLIER_FRAMES, MIN_INLIERS
+        q_all, r_all, coarse_offset, drift, SCALES, _SCALES_FROM_ONE, INLIER_FRAMES, MIN_INLIERS
     )
     if not found:
         return None
@@ -300,6 +302,7 @@ def _hough(
     coarse_offset: int,
     drift: float,
     scales: NDArray[np.float64],
+    scale_order: NDArray[np.int64],
     inlier_frames: float,
     min_inliers: int,
 ) -> tuple[bool, int, float, int, int, int]:
@@ -340,10 +343,12 @@ def _hough(
     for s in range(scales.size):
         for i in range(distinct):
             histogram[s, offsets[s, i] - low] += 1
-    # A one-frame jitter splits votes between adjacent offsets: pool them, and
-    # take the first best cell in (scale, offset) order.
+    # A one-frame jitter splits votes between adjacent offsets: pool them. A
+    # short sample's inliers span too few frames to tell nearby scales apart;
+    # of equally supported lines the one nearest scale 1 is taken, not the
+    # first of the grid (which biased short samples to 0.97).
     best, best_scale, best_offset = -1, 0, 0
-    for s in range(scales.size):
+    for s in scale_order:
         for o in range(width):
             pooled = histogram[s, o]
             if o > 0:
