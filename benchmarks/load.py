@@ -1036,9 +1036,10 @@ def render_markdown(run: dict[str, Any], cells: Sequence[CellResult]) -> str:
         "",
         *busy_note(cells),
         f"**The load generator runs in the benchmark process on the same "
-        f"{machine['usable_cores']} cores as the server** (asyncio + httpx, request bodies "
-        "built beforehand); what it spends is taken from the server, so the numbers are a "
-        "lower bound of what the server alone would sustain.",
+        f"{machine['usable_cores']} cores as the server** (asyncio streams, one keep-alive "
+        "connection per client, each request's bytes built beforehand); what it spends is "
+        "taken from the server, so the numbers are a lower bound of what the server alone "
+        "would sustain.",
         "",
         "## Set-up",
         "",
@@ -1268,7 +1269,7 @@ def run_load(config: LoadConfig) -> dict[str, Any]:
         },
         "warmup_s": config.warmup_s,
         "duration_s": config.duration_s,
-        "load_generator": "same process, same cores as the server: asyncio + httpx.AsyncClient",
+        "load_generator": "same cores as the server: asyncio streams, prepared requests",
         "core_costs": costs,
         "targets": evaluate_targets(cells),
     }
