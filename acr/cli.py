@@ -55,7 +55,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from acr import __version__
-from acr.errors import AcrError, IndexStoreError, NoAudioStreamError, NoVideoStreamError
+from acr.errors import (
+    AcrError,
+    IndexStoreError,
+    NoAudioStreamError,
+    NoVideoStreamError,
+    UnknownContentError,
+)
 from acr.index.store import (
     CATALOGUE_FILE,
     DEFAULT_MAX_QUERY_BYTES,
@@ -533,18 +539,57 @@ def _configure_list(parser: argparse.ArgumentParser) -> None:
     _add_json(parser, "the contents (a JSON array)")
 
 
+def _open_indexes(directory: str, *, readonly: bool) -> list[Index | VideoIndex]:
+    """The indexes of an index directory, whichever exist: sound in DIR, pictures in DIR/video.
+
+    Raises
+    ------
+    IndexStoreError
+        Neither exists.
+    """
+    root = Path(directory)
+    opened: list[Index | VideoIndex] = []
+    try:
+        if (root / CATALOGUE_FILE).exists():
+            opened.append(Index.open(root, readonly=readonly))
+        if (root / VIDEO_SUBDIRECTORY / CATALOGUE_FILE).exists():
+            opened.append(VideoIndex.open(root / VIDEO_SUBDIRECTORY, readonly=readonly))
+    except BaseException:
+        _close(opened)
+        raise
+    if not opened:
+        raise IndexStoreError(f"no index at {root} (create one with `acr index`)")
+    return opened
+
+
+def _close(indexes: Sequence[Index | VideoIndex]) -> None:
+    for index in indexes:
+        index.close()
+
+
+def _signal(index: Index | VideoIndex) -> str:
+    return "video" if isinstance(index, VideoIndex) else "audio"
+
+
 def _run_list(args: argparse.Namespace) -> int:
-    with Index.open(args.index_dir, readonly=True) as index:
-        records = index.list()
+    indexes = _open_indexes(args.index_dir, readonly=True)
+    try:
+        records = [(_signal(index), record) for index in indexes for record in index.list()]
+    finally:
+        _close(indexes)
     if args.json:
-        _print(_dump([record.to_dict() for record in records]))
+        _print(_dump([record.to_dict() for _, record in records]))
         return EXIT_OK
-    for record in records:
+    # With pictures indexed, each line names its signal: a content with sound and
+    # pictures has a line for each.
+    with_signal = any(isinstance(index, VideoIndex) for index in indexes)
+    for signal, record in records:
         fields = (
             record.content_id,
             f"{record.duration_s:.1f}s",
             record.title,
             record.source or "-",
+            *((signal,) if with_signal else ()),
         )
         _print("\t".join(fields))
     return EXIT_OK
@@ -556,17 +601,34 @@ def _configure_stats(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_stats(args: argparse.Namespace) -> int:
-    with Index.open(args.index_dir, readonly=True) as index:
-        stats = index.stats()
+    indexes = _open_indexes(args.index_dir, readonly=True)
+    try:
+        audio = next((i.stats() for i in indexes if isinstance(i, Index)), None)
+        video = next((i.stats() for i in indexes if isinstance(i, VideoIndex)), None)
+    finally:
+        _close(indexes)
     if args.json:
-        _print(_dump({"index_dir": args.index_dir, **stats.to_dict()}))
+        # The sound's figures stay at the top level, as before pictures were indexed.
+        numbers: dict[str, Any] = {"index_dir": args.index_dir}
+        if audio is not None:
+            numbers.update(audio.to_dict())
+        if video is not None:
+            numbers["video"] = video.to_dict()
+        _print(_dump(numbers))
         return EXIT_OK
     _print(f"index:     {args.index_dir}")
-    _print(f"contents:  {stats.contents}")
-    _print(f"audio:     {stats.duration_s / 3600.0:.2f} h ({stats.duration_s:.1f} s)")
-    _print(f"codes:     {stats.codes}")
-    _print(f"segments:  {stats.segments}")
-    _print(f"on disk:   {_size(stats.bytes_on_disk)}")
+    if audio is not None:
+        _print(f"contents:  {audio.contents}")
+        _print(f"audio:     {audio.duration_s / 3600.0:.2f} h ({audio.duration_s:.1f} s)")
+        _print(f"codes:     {audio.codes}")
+        _print(f"segments:  {audio.segments}")
+        _print(f"on disk:   {_size(audio.bytes_on_disk)}")
+    if video is not None:
+        _print(
+            f"video:     {video.contents} contents, {video.hours:.2f} h "
+            f"({video.duration_s:.1f} s), {video.hashes} hashes, {video.segments} segments, "
+            f"{_size(video.bytes_on_disk)} on disk"
+        )
     return EXIT_OK
 
 
@@ -586,14 +648,33 @@ def _configure_remove(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("content_ids", nargs="+", metavar="CONTENT_ID", help="contents to remove")
 
 
+def _holds(index: Index | VideoIndex, content_id: str) -> bool:
+    try:
+        index.get(content_id)
+    except UnknownContentError:
+        return False
+    return True
+
+
 def _run_remove(args: argparse.Namespace) -> int:
-    with Index.open(args.index_dir) as index:
-        # Check every id first, so that a typo removes nothing.
-        for content_id in args.content_ids:
-            index.get(content_id)
-        for content_id in dict.fromkeys(args.content_ids):
-            record = index.remove(content_id)
-            _print(f"removed {record.content_id} ({record.title})")
+    indexes = _open_indexes(args.index_dir, readonly=False)
+    try:
+        # Check every id first, so that a typo removes nothing. A content goes from each
+        # signal's index that holds it: its sound and its pictures.
+        holders = {
+            content_id: [index for index in indexes if _holds(index, content_id)]
+            for content_id in dict.fromkeys(args.content_ids)
+        }
+        for content_id, found in holders.items():
+            if not found:
+                indexes[0].get(content_id)  # raises the usual unknown-content error
+        for content_id, found in holders.items():
+            for index in found:
+                record = index.remove(content_id)
+                pictures = " (pictures)" if isinstance(index, VideoIndex) else ""
+                _print(f"removed {record.content_id} ({record.title}){pictures}")
+    finally:
+        _close(indexes)
     _print("removed contents stop matching now; their codes stay on disk until `acr compact`")
     return EXIT_OK
 
@@ -603,14 +684,20 @@ def _configure_compact(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_compact(args: argparse.Namespace) -> int:
-    with Index.open(args.index_dir) as index:
-        before = index.stats()
-        replaced = index.compact()
-        after = index.stats()
-    _print(
-        f"compacted {replaced} segment file{'s' if replaced != 1 else ''} into {after.segments}; "
-        f"{_size(before.bytes_on_disk)} -> {_size(after.bytes_on_disk)} on disk"
-    )
+    indexes = _open_indexes(args.index_dir, readonly=False)
+    try:
+        for index in indexes:
+            before = index.stats().bytes_on_disk
+            replaced = index.compact()
+            after = index.stats()
+            pictures = " (pictures)" if isinstance(index, VideoIndex) else ""
+            _print(
+                f"compacted {replaced} segment file{'s' if replaced != 1 else ''} into "
+                f"{after.segments}{pictures}; "
+                f"{_size(before)} -> {_size(after.bytes_on_disk)} on disk"
+            )
+    finally:
+        _close(indexes)
     return EXIT_OK
 
 

@@ -53,12 +53,12 @@ from typing import Final
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.special import gammaincc
+from scipy.special import expit, gammainc
 
 from acr.index.video_lookup import RADIUS, VideoHits
 from acr.results import Match, MatchResult
 from acr.signals.video.pdq import hamming
-from acr.signals.video.views import HALVES
+from acr.signals.video.views import HALVES, WHOLE
 
 __all__ = [
     "DEFAULT_MIN_CONFIDENCE",
@@ -67,6 +67,7 @@ __all__ = [
     "align_video",
     "fuse",
     "picture_groups",
+    "shot_units",
     "view_groups",
 ]
 
@@ -77,10 +78,10 @@ alignment gathers as many votes (the audio matcher's default threshold too)."""
 SAME_PICTURE: Final = 32
 """Sample frames whose hashes are this close show the same picture (one vote between them)."""
 
-MIN_EVIDENCE: Final = 2.0
-"""An alignment needs the evidence of two distinct, clearly matching pictures (see
-:func:`align_video`): one alone cannot place a sample in time, and a few pictures near
-the edge of the radius are what unrelated footage with similar graphics gives."""
+MIN_EVIDENCE: Final = 1.5
+"""An alignment needs more evidence than one clearly matching picture (see
+:func:`align_video`): one alone cannot place a sample in time. Two distinct pictures of
+one shot count 1.74 (see :data:`WITHIN_SHOT`)."""
 
 MIN_SPAN: Final = 1.5
 """The frames found on an alignment must lie at least this many sampling intervals apart:
@@ -102,6 +103,21 @@ UNCORROBORATED_HALF: Final = 0.5
 """Weight of the evidence of a half (top, bottom, left, right) when no other view of the
 sample is found on the same alignment."""
 
+WITHIN_SHOT: Final = 0.15
+"""Correlation of the votes of one shot's pictures (see :func:`_within_shots`)."""
+
+SHOT_BREAK: Final = RADIUS
+"""Consecutive sample frames farther apart than this are in different shots."""
+
+CONFIDENCE_MIDPOINT: Final = -1.92
+"""Significance (see :func:`_significance`) of an even chance of being right, among
+alignments with :data:`MIN_EVIDENCE`: fitted on held-out material
+(``python -m benchmarks.video.calibrate``; -2.74), then raised so that the default
+threshold lies half a unit above the most significant held-out negative (1.56 of 864)."""
+
+CONFIDENCE_SLOPE: Final = 2.87
+"""Significance per unit of log-odds of being right (fitted with the midpoint)."""
+
 _SPREAD: Final = 1
 """A vote also counts on the bins this many sampling intervals either side."""
 
@@ -116,7 +132,10 @@ class VideoAlignment:
     votes: int
     """Distinct pictures of the sample found on this alignment."""
     evidence: float
-    """Their votes weighed by closeness and shared with rival contents (see :func:`align_video`)."""
+    """Their votes weighed by closeness and shared with rival contents, each shot's votes
+    discounted for their correlation (see :func:`align_video`)."""
+    significance: float
+    """``-log10`` of the chance that some wrong alignment gathers as much evidence."""
     confidence: float
     first_s: float
     last_s: float
@@ -181,6 +200,35 @@ def view_groups(
     return groups
 
 
+def shot_units(
+    hashes: NDArray[np.uint8], frame_of: NDArray[np.int64], views: NDArray[np.uint8]
+) -> NDArray[np.int64]:
+    """Unit id of each hash: runs of frames whose whole picture changes without a cut.
+
+    Pictures of one shot are not independent evidence: a slowly moving
+    picture that happens to look like a reference's slowly moving picture
+    looks like it frame after frame. A frame starts a new unit when its
+    whole-picture hash is more than :data:`SHOT_BREAK` bits from the
+    previous frame's; a frame without one stays in the unit before it.
+    Every view of a frame is in the frame's unit.
+    """
+    n_frames = int(frame_of.max()) + 1 if frame_of.size else 0
+    whole = np.flatnonzero(views == WHOLE)
+    picture = {int(frame_of[i]): hashes[i] for i in whole}
+    units = np.zeros(n_frames, dtype=np.int64)
+    previous: NDArray[np.uint8] | None = None
+    current = 0
+    for frame in range(n_frames):
+        own = picture.get(frame)
+        if own is not None:
+            if previous is not None and int(hamming(own, previous)) > SHOT_BREAK:
+                current += 1
+            previous = own
+        units[frame] = current
+    found: NDArray[np.int64] = units[frame_of]
+    return found
+
+
 def align_video(
     hits: VideoHits,
     *,
@@ -189,6 +237,7 @@ def align_video(
     query_views: NDArray[np.uint8],
     interval_s: float,
     total_cells: int,
+    query_units: NDArray[np.int64] | None = None,
     top_k: int = 1,
     min_confidence: float = DEFAULT_MIN_CONFIDENCE,
 ) -> list[VideoAlignment]:
@@ -208,6 +257,9 @@ def align_video(
         Sampling interval, the width of an offset bin.
     total_cells : int
         Offset bins in the whole catalogue (its sampled frames), ``M`` above.
+    query_units : ndarray of int64, shape (n,), optional
+        Shot of each query hash (see :func:`shot_units`); by default every
+        picture group is its own shot.
     """
     if len(hits) == 0:
         return []
@@ -247,7 +299,13 @@ def align_video(
     )
     of_candidate = of_candidate.reshape(-1)
     votes = np.bincount(of_candidate, minlength=candidates.shape[0])
-    evidence = np.bincount(of_candidate, weights=weights, minlength=candidates.shape[0])
+    # Pictures of one shot are not independent evidence (see :func:`shot_units`).
+    units = np.arange(query_groups.size, dtype=np.int64) if query_units is None else query_units
+    unit_of_group = np.full(int(query_groups.max()) + 1, np.iinfo(np.int64).max)
+    np.minimum.at(unit_of_group, query_groups, units)
+    evidence = _within_shots(
+        of_candidate, unit_of_group[triples[:, 2]], weights, candidates.shape[0]
+    )
     span = np.full(candidates.shape[0], -np.inf)
     np.maximum.at(span, of_candidate, last)
     start = np.full(candidates.shape[0], np.inf)
@@ -281,7 +339,8 @@ def align_video(
         if key in seen or span[index] < MIN_SPAN * interval_s - 1e-6:
             continue
         seen.add(key)
-        confidence = _confidence(strength, float(lam[candidates[index, 2]]), total_cells)
+        significance = _significance(strength, float(lam[candidates[index, 2]]), total_cells)
+        confidence = _confidence(significance)
         if confidence < min_confidence:
             continue
         found.append(
@@ -290,6 +349,7 @@ def align_video(
                 int(candidates[index, 1]),
                 int(votes[index]),
                 strength,
+                significance,
                 confidence,
                 hits,
                 times,
@@ -357,13 +417,38 @@ def _per_cell(
     return totals
 
 
-def _confidence(votes: float, lam: float, total_cells: int) -> float:
-    """``1 - M * P(Poisson(lam) >= votes)``, at least 0."""
-    # P(X >= k) for X ~ Poisson(lam) is the regularized lower gamma P(k, lam) = 1 - Q(k, lam).
-    tail = 1.0 - float(gammaincc(votes, lam)) if lam > 0 else 0.0
-    if tail < 1e-12:  # 1 - Q loses precision: bound the tail by its first term, lam^k e^-lam / k!
-        tail = math.exp(votes * math.log(max(lam, 1e-300)) - lam - math.lgamma(votes + 1))
-    return max(0.0, 1.0 - total_cells * tail)
+def _within_shots(
+    owner: NDArray[np.int64], unit: NDArray[np.int64], weights: NDArray[np.float64], size: int
+) -> NDArray[np.float64]:
+    """Sum of weights per owner, each shot's ``n`` votes ``s`` counted ``s / (1 + (n - 1) rho)``.
+
+    ``rho`` (:data:`WITHIN_SHOT`) is the correlation of chance likenesses
+    within a shot: one vote counts fully, many votes of one shot count at most
+    ``1 / rho``.
+    """
+    pairs, of_pair = np.unique(np.stack([owner, unit], axis=1), axis=0, return_inverse=True)
+    of_pair = of_pair.reshape(-1)
+    total = np.bincount(of_pair, weights=weights, minlength=pairs.shape[0])
+    count = np.bincount(of_pair, minlength=pairs.shape[0])
+    discounted = total / (1.0 + (count - 1) * WITHIN_SHOT)
+    summed = np.bincount(pairs[:, 0], weights=discounted, minlength=size)
+    return summed.astype(np.float64)
+
+
+def _significance(evidence: float, lam: float, total_cells: int) -> float:
+    """``-log10(M * P(Poisson(lam) >= evidence))``: how far the evidence is beyond chance."""
+    # P(X >= k) for X ~ Poisson(lam) is the regularized lower gamma P(k, lam).
+    tail = float(gammainc(evidence, lam)) if lam > 0 else 0.0
+    if tail < 1e-12:  # bound the tail by its first term, lam^k e^-lam / k!, in logs
+        log_tail = evidence * math.log(max(lam, 1e-300)) - lam - math.lgamma(evidence + 1)
+    else:
+        log_tail = math.log(tail)
+    return -(math.log(max(total_cells, 1)) + log_tail) / math.log(10.0)
+
+
+def _confidence(significance: float) -> float:
+    """Probability that an alignment this significant is right (logistic, see module notes)."""
+    return float(expit((significance - CONFIDENCE_MIDPOINT) / CONFIDENCE_SLOPE))
 
 
 def _alignment(
@@ -371,6 +456,7 @@ def _alignment(
     bin_: int,
     votes: int,
     evidence: float,
+    significance: float,
     confidence: float,
     hits: VideoHits,
     times: NDArray[np.float64],
@@ -408,6 +494,7 @@ def _alignment(
         offset_s=float(np.median(estimates)) if estimates else bin_ * interval_s,
         votes=votes,
         evidence=evidence,
+        significance=significance,
         confidence=confidence,
         first_s=float(frame_times.min()) if chosen.size else 0.0,
         last_s=float(frame_times.max()) if chosen.size else 0.0,

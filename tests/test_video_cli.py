@@ -112,3 +112,55 @@ def test_a_video_only_index_matches_pictures_and_reports_bad_files(
     assert best["title"] == "movie-31" and best["offset_s"] == pytest.approx(8.0, abs=0.25)
     status, out = acr(capsys, "match", "--index-dir", index_dir, "--json", broken)
     assert status == 1 and json.loads(out)["error"]["code"] == "corrupt_media"
+
+
+def test_list_stats_remove_and_compact_cover_the_pictures(
+    movies: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    index_dir = tmp_path / "index"
+    status, _ = acr(
+        capsys, "index", "--index-dir", index_dir, "--workers", "0", "--no-progress",
+        movies / "movie-31.mp4",
+    )  # fmt: skip
+    assert status == 0
+    status, _ = acr(capsys, "index", "--index-dir", index_dir, "--signal", "video", movies)
+    assert status == 0
+    status, out = acr(capsys, "list", "--index-dir", index_dir)
+    lines = sorted(line.split("\t")[2:5:2] for line in out.splitlines())
+    assert status == 0 and lines == [
+        ["movie-31", "audio"],
+        ["movie-31", "video"],
+        ["movie-32", "video"],
+    ]
+    status, out = acr(capsys, "stats", "--index-dir", index_dir, "--json")
+    numbers = json.loads(out)
+    assert numbers["contents"] == 1 and numbers["video"]["contents"] == 2
+    assert numbers["video"]["duration_s"] == pytest.approx(2 * SECONDS, abs=0.5)
+    status, out = acr(capsys, "stats", "--index-dir", index_dir)
+    assert status == 0 and "video:     2 contents" in out
+
+    status, out = acr(capsys, "list", "--index-dir", index_dir, "--json")
+    by_title = {(r["title"], r["kind"]): r["content_id"] for r in json.loads(out)}
+    shared = by_title["movie-31", "audio"]
+    assert by_title["movie-31", "video"] == shared  # sound and pictures: one content
+    assert cli.main(["remove", "--index-dir", str(index_dir), shared, "no-such-id"]) == 1
+    with VideoIndex.open(index_dir / "video", readonly=True) as video:
+        assert len(video.list()) == 2  # a typo removes nothing
+    status, out = acr(capsys, "remove", "--index-dir", index_dir, shared)
+    assert status == 0 and out.count(f"removed {shared}") == 2 and "(pictures)" in out
+    status, out = acr(capsys, "compact", "--index-dir", index_dir)
+    assert status == 0 and out.count("compacted") == 2
+    with VideoIndex.open(index_dir / "video", readonly=True) as video:
+        assert [r.title for r in video.list()] == ["movie-32"] and video.stats().segments == 1
+        query = movie(31, start=8.0, seconds=5.0, sound=77)
+        assert video.match(query).best is None
+    with Index.open(index_dir, readonly=True) as audio:
+        assert audio.list() == []
+
+    # An index directory with pictures only.
+    video_only = tmp_path / "pictures"
+    status, _ = acr(capsys, "index", "--index-dir", video_only, "--signal", "video", movies)
+    status, out = acr(capsys, "stats", "--index-dir", video_only, "--json")
+    assert status == 0 and "contents" not in json.loads(out) and "video" in json.loads(out)
+    status, out = acr(capsys, "list", "--index-dir", video_only)
+    assert status == 0 and len(out.splitlines()) == 2

@@ -19,9 +19,10 @@ from acr.errors import (
     NoVideoStreamError,
     UnsupportedFormatError,
 )
-from acr.signals.video import QUERY_VIEWS, hash_frames, hash_stills, hash_video
+from acr.signals.video import QUERY_VIEWS, VideoHashes, hash_frames, hash_stills, hash_video
 from acr.signals.video.frames import sample_frames
 from acr.signals.video.pdq import hamming
+from acr.signals.video.views import CENTRE, WHOLE
 from tests.video_clips import Programme, encode, render
 
 PROGRAMME = Programme(21, width=192, height=108)
@@ -76,11 +77,26 @@ def test_still_images_are_one_frame_each(tmp_path: Path) -> None:
     path = tmp_path / "still.png"
     path.write_bytes(buffer.getvalue())
     stills = hash_stills([path, buffer.getvalue()], interval_s=0.5)
-    views = len(QUERY_VIEWS) - 1  # a single frame has no inset
+    views = len(QUERY_VIEWS) - 2  # a single frame has no inset, a frame without bars no centre
     assert stills.times_s.tolist() == [0.0] * views + [0.5] * views
     assert stills.duration_s == 1.0
     from_pixels = hash_frames([PROGRAMME.frame(1.0)], [0.0])
     assert np.median(hamming(stills.hashes[:views], from_pixels.hashes)) <= 8
+
+
+def test_a_sample_with_bars_is_also_hashed_without_its_sides() -> None:
+    """A phone's picture of a screen keeps wedges of room along its sides: the centre drops them."""
+    frame = PROGRAMME.frame(1.0)  # 192 x 108: 5 % is 9.6 and 5.4 pixels
+    assert CENTRE not in hash_frames([frame], [0.0]).views  # no bars, no room to cut off
+    in_room = np.full((128, 212, 3), 20, dtype=np.uint8)  # 10 rows and columns of room
+    in_room[10:118, 10:202] = frame
+    hashes = hash_frames([in_room], [0.0])
+    inner = hash_frames([frame[5:103, 10:182]], [0.0])
+    centre = hashes.hashes[hashes.views == CENTRE]
+    assert centre.shape == (1, 32)
+    assert int(hamming(centre[0], inner.hashes[inner.views == WHOLE][0])) <= 32  # one picture
+    wire = VideoHashes.from_bytes(hashes.to_bytes())  # clients send it too
+    assert wire.views.tolist() == hashes.views.tolist()
 
 
 def _png_header_only(width: int, height: int) -> bytes:

@@ -7,16 +7,29 @@ import pytest
 
 from acr.index.video_lookup import VideoHits
 from acr.signals.video.views import HALVES
-from acr.video_matching import DEFAULT_MIN_CONFIDENCE, VideoAlignment, align_video, view_groups
+from acr.video_matching import (
+    DEFAULT_MIN_CONFIDENCE,
+    WITHIN_SHOT,
+    VideoAlignment,
+    align_video,
+    shot_units,
+    view_groups,
+)
 
 INTERVAL = 0.25
 CELLS = 30_000  # about two hours of references at 4 frames/s
 
 
 def _align(
-    frame_times: list[float], contents: list[int], distance: int, view: int = 0
+    frame_times: list[float],
+    contents: list[int],
+    distance: int,
+    view: int = 0,
+    *,
+    units: list[int] | None = None,
+    min_confidence: float = DEFAULT_MIN_CONFIDENCE,
 ) -> list[VideoAlignment]:
-    """Each sample frame (its own picture, in `view`) hits every content 10 s in."""
+    """Each sample frame (its own picture, in `view`, shot `units`) hits every content 10 s in."""
     times = np.asarray(frame_times)
     query = np.repeat(np.arange(times.size), len(contents))
     hits = VideoHits(
@@ -32,6 +45,8 @@ def _align(
         query_views=np.full(times.size, view, dtype=np.uint8),
         interval_s=INTERVAL,
         total_cells=CELLS,
+        query_units=None if units is None else np.asarray(units, dtype=np.int64),
+        min_confidence=min_confidence,
     )
 
 
@@ -77,3 +92,30 @@ def test_a_view_that_keeps_its_picture_is_one_piece_of_evidence() -> None:
     assert np.unique(groups[views == 0]).size == frames
     assert np.unique(groups[views == HALVES[1]]).size == 1
     assert not set(groups[views == 0]) & set(groups[views == HALVES[1]])
+
+
+def test_a_shot_is_one_unit_and_a_cut_starts_another() -> None:
+    rng = np.random.default_rng(9)
+    bits = np.unpackbits(rng.integers(0, 256, 32, dtype=np.uint8))
+    drifting = [np.packbits(bits)]
+    for _ in range(5):  # a slow pan: each frame 12 bits from the one before
+        bits = bits.copy()
+        bits[rng.choice(256, 12, replace=False)] ^= 1
+        drifting.append(np.packbits(bits))
+    cuts = rng.integers(0, 256, (2, 32), dtype=np.uint8)  # two unrelated pictures
+    hashes = np.concatenate([np.stack(drifting), cuts])
+    frame_of = np.arange(8, dtype=np.int64)
+    whole = np.zeros(8, dtype=np.uint8)
+    assert shot_units(hashes, frame_of, whole).tolist() == [0, 0, 0, 0, 0, 0, 1, 2]
+    assert np.unique(view_groups(hashes, frame_of, whole)[:6]).size > 1  # the pan moves on
+
+
+def test_pictures_of_one_shot_are_not_independent_evidence() -> None:
+    """A slowly moving picture that looks like a reference's looks like it frame after frame."""
+    times = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
+    [apart] = _align(times, [7], distance=50, units=[0, 1, 2, 3, 4, 5], min_confidence=0.0)
+    [together] = _align(times, [7], distance=50, units=[0] * 6, min_confidence=0.0)
+    assert apart.votes == together.votes == 6
+    assert together.evidence == pytest.approx(6 / (1 + 5 * WITHIN_SHOT))
+    assert together.evidence < apart.evidence / 1.5
+    assert together.confidence < apart.confidence

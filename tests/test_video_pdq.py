@@ -10,6 +10,7 @@ from acr.signals.video import MIN_QUALITY, REFERENCE_VIEWS, VideoHashes, hash_fr
 from acr.signals.video.bars import content_box
 from acr.signals.video.inset import find_inset
 from acr.signals.video.pdq import hamming, luma, pdq_hashes
+from acr.signals.video.views import LAST_VIEW
 from tests.video_clips import Programme
 
 
@@ -137,3 +138,18 @@ def test_a_picture_in_picture_inset_is_found_and_plain_pictures_have_none() -> N
     assert box is not None
     assert abs(box.top - top) <= 6 and abs(box.left - left) <= 6
     assert abs((box.bottom - box.top) - 72) <= 10 and abs((box.right - box.left) - 128) <= 12
+
+
+def test_unknown_views_are_refused() -> None:
+    programme = Programme(6, width=160, height=90)
+    hashes = hash_frames([programme.frame(0.0)], [0.0])
+    assert int(hashes.views.max()) <= LAST_VIEW
+    unknown = VideoHashes(
+        hashes=hashes.hashes[:1],
+        times_s=hashes.times_s[:1],
+        quality=hashes.quality[:1],
+        duration_s=hashes.duration_s,
+        views=np.array([LAST_VIEW + 1], dtype=np.uint8),
+    )
+    with pytest.raises(FingerprintFormatError, match="views"):
+        VideoHashes.from_bytes(unknown.to_bytes())

@@ -46,7 +46,13 @@ from acr.index.video_segment import (
 from acr.results import Match, MatchResult
 from acr.signals.base import MediaSource
 from acr.signals.video import KIND, MIN_QUALITY, VideoHashes, VideoSignal
-from acr.video_matching import DEFAULT_MIN_CONFIDENCE, VideoAlignment, align_video, view_groups
+from acr.video_matching import (
+    DEFAULT_MIN_CONFIDENCE,
+    VideoAlignment,
+    align_video,
+    shot_units,
+    view_groups,
+)
 
 __all__ = ["VIDEO_SUBDIRECTORY", "VideoIndex", "VideoIndexStats"]
 
@@ -405,7 +411,8 @@ class VideoIndex:
         query_hashes, views = hashes.hashes[usable], hashes.views[usable]
         times = hashes.times_s[usable]
         _, frame_of = np.unique(times, return_inverse=True)
-        groups = view_groups(query_hashes, frame_of.astype(np.int64), views)
+        frames = frame_of.astype(np.int64)
+        groups = view_groups(query_hashes, frames, views)
         hits = self._lookup.search(query_hashes, views)
         interval = 1.0 / self.signal.fps
         total_cells = max(1, round(sum(r.duration_s for r in self._records.values()) / interval))
@@ -416,6 +423,7 @@ class VideoIndex:
             query_views=views,
             interval_s=interval,
             total_cells=total_cells,
+            query_units=shot_units(query_hashes, frames, views),
             top_k=max(1, top_k),
             min_confidence=min_confidence,
         )

@@ -32,7 +32,15 @@ from acr.signals.video.frames import CHUNK_FRAMES, DecodeReport, FrameChunk, sam
 from acr.signals.video.hashes import VideoHashes
 from acr.signals.video.inset import find_inset
 from acr.signals.video.pdq import HASH_BYTES, luma, pdq_hashes
-from acr.signals.video.views import INSET, QUERY_VIEWS, REFERENCE_VIEWS, VIEWS, view_pixels
+from acr.signals.video.views import (
+    CENTRE,
+    INSET,
+    QUERY_ONLY,
+    QUERY_VIEWS,
+    REFERENCE_VIEWS,
+    VIEWS,
+    view_pixels,
+)
 
 __all__ = [
     "DEFAULT_FPS",
@@ -60,8 +68,13 @@ def _hash_chunk(chunk: FrameChunk, views: Sequence[int]) -> VideoHashes:
     frames = chunk.luma.astype(np.float32)
     box = content_box(frames)
     picture = np.ascontiguousarray(frames[:, box.top : box.bottom, box.left : box.right])
+    # The centre is for a screen filmed inside a room, which shows as bars: without bars
+    # there are no wedges of room to cut off, and its scan of every window is saved.
+    framed = box != (0, frames.shape[1], 0, frames.shape[2])
     pieces: list[tuple[int, NDArray[np.float32]]] = [
-        (view, view_pixels(picture, VIEWS[view])) for view in views if view != INSET
+        (view, view_pixels(picture, QUERY_ONLY.get(view) or VIEWS[view]))
+        for view in views
+        if view != INSET and (view != CENTRE or framed)
     ]
     if INSET in views and (inset := find_inset(picture)) is not None:
         pieces.append(

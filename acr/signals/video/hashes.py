@@ -11,7 +11,7 @@ from numpy.typing import NDArray
 
 from acr.errors import FingerprintFormatError
 from acr.signals.video.pdq import HASH_BYTES
-from acr.signals.video.views import INSET
+from acr.signals.video.views import LAST_VIEW
 
 __all__ = ["VideoHashes"]
 
@@ -133,8 +133,8 @@ class VideoHashes:
             )
         if count and int(quality.max()) > 100:
             raise FingerprintFormatError("video hash quality must be 0..100")
-        if count and int(views.max()) > INSET:
-            raise FingerprintFormatError(f"video hash views must be 0..{INSET}")
+        if count and int(views.max()) > LAST_VIEW:
+            raise FingerprintFormatError(f"video hash views must be 0..{LAST_VIEW}")
         return cls(
             hashes=hashes.copy(),
             times_s=times,

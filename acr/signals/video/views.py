@@ -17,7 +17,13 @@ it can meet (:data:`COMPARED_WITH`):
 * the *halves* (top, bottom, left, right), on both sides: an overlay in a
   corner or a caption along an edge leaves at least one half untouched;
 * on the query side, the *inset* of a picture-in-picture, when one is found
-  (:mod:`acr.signals.video.inset`), compared with every crop window.
+  (:mod:`acr.signals.video.inset`), compared with every crop window;
+* on the query side, when the picture has bars, the *centre* (5 % off each
+  side), compared with every crop window: a phone filming a screen slightly
+  off-axis sees the screen as a quadrilateral, and the rectangle inside the
+  room's dark bars still has wedges of room along its sides, up to about 4 %
+  wide. Without them, the sample is a crop of the reference, which the
+  windows reach.
 
 The costs (index size, match latency) and the measurements behind the
 choice are in ``docs/video.md``.
@@ -31,9 +37,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 __all__ = [
+    "CENTRE",
     "COMPARED_WITH",
     "HALVES",
     "INSET",
+    "LAST_VIEW",
+    "QUERY_ONLY",
     "QUERY_VIEWS",
     "REFERENCE_VIEWS",
     "VIEWS",
@@ -71,16 +80,27 @@ REFERENCE_VIEWS: Final[tuple[int, ...]] = (*_WINDOW_IDS, *_HALF_IDS)
 INSET: Final = len(VIEWS)
 """View id of a picture-in-picture inset, when one is found (:mod:`acr.signals.video.inset`)."""
 
-QUERY_VIEWS: Final[tuple[int, ...]] = (0, *_HALF_IDS, INSET)
-"""Views hashed for a sample: the whole picture, its halves, and an inset if there is one."""
+CENTRE: Final = INSET + 1
+"""View id of the centre of the picture, 5 % off each side (query side, when there are bars)."""
+
+QUERY_ONLY: Final[dict[int, View]] = {CENTRE: View(0.05, 0.95, 0.05, 0.95)}
+"""Rectangles hashed for samples only, by view id (the inset's is found per sample)."""
+
+LAST_VIEW: Final = max(INSET, *QUERY_ONLY)
+"""Largest view id."""
+
+QUERY_VIEWS: Final[tuple[int, ...]] = (0, *_HALF_IDS, CENTRE, INSET)
+"""Views hashed for a sample: the whole picture, its halves, its centre, and an inset
+if there is one."""
 
 COMPARED_WITH: Final[dict[int, tuple[int, ...]]] = {
     0: _WINDOW_IDS,
     **{half: (half,) for half in _HALF_IDS},
     INSET: _WINDOW_IDS,
+    CENTRE: _WINDOW_IDS,
 }
-"""The reference views each query view is compared with: the whole picture and an
-inset with every crop window, a half with the same half."""
+"""The reference views each query view is compared with: the whole picture, an inset
+and the centre with every crop window, a half with the same half."""
 
 WHOLE: Final = 0
 """The view id of the whole picture."""
