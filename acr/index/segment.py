@@ -191,6 +191,23 @@ def fsync_directory(directory: Path) -> None:
         os.close(descriptor)
 
 
+def delete_unlisted(directory: Path, wanted: set[str]) -> None:
+    """Delete the files of ``directory`` not named in ``wanted``, durably (none if it is missing).
+
+    What a crash or a compaction leaves behind: files no committed catalogue
+    entry refers to.
+    """
+    if not directory.is_dir():
+        return
+    removed = False
+    for entry in directory.iterdir():
+        if entry.name not in wanted:
+            entry.unlink(missing_ok=True)
+            removed = True
+    if removed:
+        fsync_directory(directory)
+
+
 # -- postings in code order: what a lookup searches ----------------------------------------------
 
 _TABLE_MAGIC = b"ACRPOST\0"

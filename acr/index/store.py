@@ -46,7 +46,7 @@ from acr.index.segment import (
     Segment,
     SegmentMissingError,
     build_segment,
-    fsync_directory,
+    delete_unlisted,
     map_table,
     read_segment,
     write_segment,
@@ -544,19 +544,8 @@ class Index:
     def _delete_orphans(self) -> None:
         """Delete segment and table files of no committed batch (after a crash or a compaction)."""
         live = set(self._catalogue.live_segments())
-        for directory, wanted in (
-            (self.directory / SEGMENT_DIR, live),
-            (self.directory / TABLE_DIR, {self._table_path(name).name for name in live}),
-        ):
-            if not directory.is_dir():
-                continue
-            removed = False
-            for entry in directory.iterdir():
-                if entry.name not in wanted:
-                    entry.unlink(missing_ok=True)
-                    removed = True
-            if removed:
-                fsync_directory(directory)
+        delete_unlisted(self.directory / SEGMENT_DIR, live)
+        delete_unlisted(self.directory / TABLE_DIR, {self._table_path(name).name for name in live})
 
 
 def match_result(

@@ -27,7 +27,7 @@ import numpy as np
 
 from acr.errors import IndexStoreError, UnknownContentError
 from acr.index.catalogue import Catalogue, ContentRecord, ContentSpec
-from acr.index.segment import SegmentMissingError, fsync_directory
+from acr.index.segment import SegmentMissingError, delete_unlisted
 from acr.index.store import (
     CATALOGUE_FILE,
     DEFAULT_MAX_QUERY_BYTES,
@@ -464,12 +464,4 @@ class VideoIndex:
 
     def _delete_orphans(self) -> None:
         """Delete segment files no committed batch refers to (left by a crash or a compaction)."""
-        live = set(self._catalogue.live_segments())
-        directory = self.directory / SEGMENT_DIR
-        removed = False
-        for entry in directory.iterdir():
-            if entry.name not in live:
-                entry.unlink(missing_ok=True)
-                removed = True
-        if removed:
-            fsync_directory(directory)
+        delete_unlisted(self.directory / SEGMENT_DIR, set(self._catalogue.live_segments()))
