@@ -168,7 +168,10 @@ def _ranges(
 ) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
     """``[start, end)`` in the table's postings of each probed code (empty when absent)."""
     if table.codes is None or directory is None:
-        return table.ranges(probes)
+        # A dense table: its offsets are addressed by the code itself.
+        inside = probes < table.offsets.size - 1
+        at = np.where(inside, probes, 0)
+        return np.where(inside, table.offsets[at], 0), np.where(inside, table.offsets[at + 1], 0)
     starts = np.empty(probes.size, dtype=np.int64)
     ends = np.empty(probes.size, dtype=np.int64)
     _sparse_ranges(

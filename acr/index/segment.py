@@ -315,23 +315,6 @@ class PostingTable:
             postings=timeline[order].astype(width),
         )
 
-    def ranges(self, probes: NDArray[np.uint32]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-        """``[start, end)`` in ``postings`` of each probed code (empty when absent)."""
-        if self.codes is None:
-            inside = probes < self.offsets.size - 1
-            at = np.where(inside, probes, 0)
-            starts = np.where(inside, self.offsets[at], 0)
-            ends = np.where(inside, self.offsets[at + 1], 0)
-            return starts, ends
-        if self.codes.size == 0:
-            nothing = np.zeros(probes.size, dtype=np.int64)
-            return nothing, nothing
-        at = np.minimum(np.searchsorted(self.codes, probes), self.codes.size - 1)
-        found = self.codes[at] == probes
-        starts = np.where(found, self.offsets[at], 0)
-        ends = np.where(found, self.offsets[at + 1], 0)
-        return starts, ends
-
     def decode(self, positions: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
         """Content key and frame of the postings at ``positions``."""
         timeline = self.postings[positions].astype(np.int64)
