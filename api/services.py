@@ -16,14 +16,13 @@ from acr.auth import KeyCache
 from acr.db.session import make_engine, session_factory
 from acr.index.shared import SharedIndex, SharedVideoIndex
 from acr.index.video import VIDEO_SUBDIRECTORY
-from acr.matching import DEFAULT_MIN_CONFIDENCE
 from acr.ratelimit import RateLimiter, build_rate_limiter
-from acr.results import MatchResult
 from acr.settings import Settings
 from acr.signals.base import Fingerprints, MediaSource
+from acr.streaming import Matcher
 
 
-class AudioIndex(Protocol):
+class AudioIndex(Matcher, Protocol):
     """What the routes need of the audio index: in-process or sharded on a cluster."""
 
     def ready(self) -> bool: ...
@@ -31,16 +30,6 @@ class AudioIndex(Protocol):
     def fingerprint_query(
         self, source: MediaSource, *, max_seconds: float | None, max_bytes: int | None
     ) -> Fingerprints: ...
-
-    def match_fingerprints(
-        self,
-        fingerprints: Fingerprints,
-        *,
-        top_k: int = 1,
-        min_confidence: float = DEFAULT_MIN_CONFIDENCE,
-        started: float | None = None,
-        warps: bool = True,
-    ) -> MatchResult: ...
 
     def close(self) -> None: ...
 
