@@ -743,3 +743,40 @@ def test_large_segments_are_searched_from_mapped_tables(
         assert len(list(tables.glob("*.post"))) == 1
         assert _matched(writer, queries, "alpha") == "alpha"
         assert _matched(writer, queries, "bravo") is None
+
+
+def test_a_catalogue_being_created_is_never_seen_half_made(tmp_path: Path) -> None:
+    """Worker processes starting together: one creates the catalogue while others read it."""
+    from acr.index.catalogue import Catalogue
+
+    failures: list[BaseException] = []
+    for attempt in range(20):
+        path = tmp_path / f"attempt-{attempt}" / CATALOGUE_FILE
+        path.parent.mkdir()
+        stop = threading.Event()
+
+        def create(target: Path = path) -> None:
+            Catalogue(target).close()
+
+        def read(target: Path = path, done: threading.Event = stop) -> None:
+            while not done.is_set():
+                if target.exists():
+                    try:
+                        Catalogue(target, readonly=True).close()
+                    except IndexStoreError as error:
+                        failures.append(error)
+                        return
+
+        readers = [threading.Thread(target=read) for _ in range(3)]
+        for reader in readers:
+            reader.start()
+        creators = [threading.Thread(target=create) for _ in range(2)]
+        for creator in creators:
+            creator.start()
+        for creator in creators:
+            creator.join()
+        stop.set()
+        for reader in readers:
+            reader.join()
+        assert not list(path.parent.glob("*.new")), "no temporary catalogue is left behind"
+    assert failures == []

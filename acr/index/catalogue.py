@@ -10,10 +10,12 @@ instant the catalogue names either all of a batch or none of it.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,10 +117,40 @@ def _record(row: tuple[Any, ...]) -> ContentRecord:
     return ContentRecord(*values)
 
 
+def _create(path: Path) -> None:
+    """Create an empty catalogue at ``path`` whole, or leave the one another process made.
+
+    Built beside its final name and linked into place, so that a process
+    opening the path (a server's other worker, say) never finds a database
+    without its schema; ``os.link`` refuses to replace a catalogue that
+    another process created first.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".new")
+    os.close(handle)
+    temp = Path(temp_name)
+    try:
+        db = sqlite3.connect(temp, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            db.executescript(
+                f"BEGIN; {SCHEMA} INSERT INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}'),"
+                " ('generation', '0'); COMMIT;"
+            )
+        finally:
+            db.close()
+        with suppress(FileExistsError):  # another process created it first: theirs stays
+            os.link(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
 class Catalogue:
     """Thin typed access to the catalogue database."""
 
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        if not readonly and not path.exists():
+            _create(path)
         # A URI, not a path, so that ?mode= applies; as_uri() escapes '#', '?' and '%'.
         uri = f"{path.resolve().as_uri()}?mode={'ro' if readonly else 'rwc'}"
         self._db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
