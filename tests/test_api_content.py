@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 import os
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import starlette.formparsers
 from fastapi.testclient import TestClient
 from sqlalchemy import select
+from starlette.types import Message
 
 from acr.db.models import Event
 from acr.demo import synth_song, write_media
 from acr.errors import UnknownContentError
 from acr.index.store import Index
 from acr.library.indexing import ContentIndexer
+from acr.library.uploads import INCOMING_DIR, IncomingMedia
+from api.multipart_upload import MAX_FIELD_BYTES
 from api.services import Services, build_services
 from tests.conftest import Keys
 
@@ -234,6 +241,30 @@ def test_refused_uploads(client: TestClient, services: Services, keys: Keys) -> 
     assert wrong_kind.status_code == 422
     no_file = client.post("/v1/content", headers=keys.acme, data={"kind": "song"})
     assert no_file.status_code == 422
+    assert no_file.json()["errors"] == [
+        {"loc": ["body", "file"], "msg": "Field required", "type": "missing"}
+    ]
+    no_kind = client.post("/v1/content", headers=keys.acme, files={"file": ("a.wav", b"abc")})
+    assert no_kind.status_code == 422
+    assert no_kind.json()["errors"] == [
+        {"loc": ["body", "kind"], "msg": "Field required", "type": "missing"}
+    ]
+    neither = client.post(
+        "/v1/content", headers=keys.acme, files={"other": ("a", b"x")}, data={"title": "x"}
+    )
+    assert neither.status_code == 422
+    assert neither.json()["detail"] == "body.file: Field required"
+    assert [e["loc"] for e in neither.json()["errors"]] == [["body", "file"], ["body", "kind"]]
+    assert wrong_kind.json()["errors"] == [
+        {
+            "loc": ["body", "kind"],
+            "msg": "Input should be 'programme', 'advert' or 'song'",
+            "type": "literal_error",
+        }
+    ]
+    long_title = _upload(client, keys.acme, data=b"abc", title="t" * 501)
+    assert long_title.status_code == 422
+    assert long_title.json()["errors"][0]["type"] == "string_too_long"
 
     assert _upload(client, keys.tv_app, data=b"abc").status_code == 403
     assert _upload(client, {}, data=b"abc").status_code == 401
@@ -255,13 +286,222 @@ def test_oversize_upload_is_refused_and_nothing_is_kept(
             response = _upload(client, keys.acme, data=os.urandom(10_001), filename="big.wav")
             assert response.status_code == 413
             assert response.json()["code"] == "payload_too_large"
+            assert _incoming(small) == []
             assert client.get("/v1/content", headers=keys.acme).json()["data"] == []
+            # Streamed without a length, it is refused long before its end, and nothing is kept.
+            chunks = [os.urandom(64 * 1024) for _ in range(40)]
+            status, refused, read = _asgi_post(client, keys.acme, chunks)
+            assert (status, refused["code"]) == (413, "payload_too_large")
+            assert read < 5
+            assert _incoming(small) == []
             fits = _upload(client, keys.acme, data=os.urandom(10_000), filename="fits.wav")
             assert fits.status_code == 202
     finally:
         small.close()
     stored = [p for p in settings.media_path.rglob("*") if p.is_file()]
     assert [p.stat().st_size for p in stored] == [10_000]
+
+
+# -- streamed uploads ---------------------------------------------------------------------------
+
+BOUNDARY = "acr-test-boundary"
+
+
+def _incoming(services: Services) -> list[Path]:
+    """Files left in the library's intake: there should be none between requests."""
+    return sorted((services.settings.media_path / INCOMING_DIR).glob("*"))
+
+
+def _multipart(file: bytes, *, kind: str = "song", filename: str = "clip.wav") -> bytes:
+    """A whole upload form (the file after the kind, as browsers send it)."""
+    return (
+        (
+            f"--{BOUNDARY}\r\n"
+            'Content-Disposition: form-data; name="kind"\r\n\r\n'
+            f"{kind}\r\n--{BOUNDARY}\r\n"
+            f'Content-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + file
+        + f"\r\n--{BOUNDARY}--\r\n".encode()
+    )
+
+
+def _asgi_post(
+    client: TestClient, headers: dict[str, str], chunks: list[bytes], *, disconnect: bool = False
+) -> tuple[int, dict[str, Any], int]:
+    """POST ``chunks`` to ``/v1/content`` one ASGI message each, as a server streams a body.
+
+    The test client hands the app a body in one message; this feeds it piece by
+    piece (then, with ``disconnect``, the client going away instead of the end)
+    and counts how many pieces the app asked for before it answered.
+
+    Returns
+    -------
+    status, body, chunks_read
+    """
+    messages: list[Message] = []
+    read = 0
+
+    async def receive() -> Message:
+        nonlocal read
+        if read < len(chunks):
+            read += 1
+            return {"type": "http.request", "body": chunks[read - 1], "more_body": True}
+        if disconnect:
+            return {"type": "http.disconnect"}
+        read += 1
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        messages.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/content",
+        "raw_path": b"/v1/content",
+        "root_path": "",
+        "query_string": b"",
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+        "headers": [
+            (b"content-type", f"multipart/form-data; boundary={BOUNDARY}".encode()),
+            *((name.lower().encode(), value.encode()) for name, value in headers.items()),
+        ],
+    }
+    assert client.portal is not None  # inside the client's `with`
+    client.portal.call(client.app, scope, receive, send)
+    start = next(m for m in messages if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+    return start["status"], json.loads(body), read
+
+
+def test_upload_is_streamed_once_into_the_library(
+    client: TestClient,
+    services: Services,
+    keys: Keys,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The body goes straight to media_dir/.incoming: no form parser, no system temp file."""
+
+    def no_spooling(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the upload went through Starlette's form parser")
+
+    monkeypatch.setattr(starlette.formparsers.MultiPartParser, "parse", no_spooling)
+    system_temp = tmp_path / "system-temp"
+    system_temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_temp))
+    # Where the bytes are written: off the event loop, in a worker thread.
+    on_loop: list[bool] = []
+    write = IncomingMedia.write
+
+    def recording_write(self: IncomingMedia, data: bytes | memoryview) -> None:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            on_loop.append(False)
+        else:
+            on_loop.append(True)
+        write(self, data)
+
+    monkeypatch.setattr(IncomingMedia, "write", recording_write)
+
+    # Larger than Starlette's spool threshold (1 MiB), so its parser would have used a disk file.
+    data = os.urandom(3 * 1024 * 1024 + 11)
+    response = _upload(client, keys.acme, data=data, filename="Big Take.wav", title="Big")
+    assert response.status_code == 202, response.text
+    content = response.json()
+    assert (content["size_bytes"], content["title"]) == (len(data), "Big")
+    assert content["original_filename"] == "Big Take.wav"
+    digest = hashlib.sha256(data).hexdigest()
+    assert content["sha256"] == digest
+    stored = [p for p in services.settings.media_path.rglob("*") if p.is_file()]
+    assert stored == [services.settings.media_path / digest[:2] / f"{digest}.wav"]
+    assert stored[0].read_bytes() == data
+    assert list(system_temp.iterdir()) == []
+    assert on_loop and not any(on_loop)
+
+    # Piece by piece, as a server delivers it, the same; a text field after the file too.
+    again = os.urandom(300_000)
+    late_title = (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="title"\r\n\r\nLate\r\n'
+    ).encode()
+    # The file first, then the title: the closing boundary becomes the title's opening one.
+    body = _multipart(again, filename="x.mp3").replace(f"--{BOUNDARY}--\r\n".encode(), late_title)
+    body += f"--{BOUNDARY}--\r\n".encode()
+    chunks = [body[i : i + 7000] for i in range(0, len(body), 7000)]
+    status, streamed, _ = _asgi_post(client, keys.acme, chunks)
+    assert status == 202, streamed
+    assert (streamed["size_bytes"], streamed["title"]) == (len(again), "Late")
+    assert streamed["sha256"] == hashlib.sha256(again).hexdigest()
+    assert _incoming(services) == []
+    assert list(system_temp.iterdir()) == []
+
+
+def test_same_bytes_streamed_again_answer_the_existing_content(
+    client: TestClient, services: Services, keys: Keys
+) -> None:
+    data = os.urandom(200_000)
+    first = _upload(client, keys.acme, data=data, filename="one.wav")
+    assert first.status_code == 202, first.text
+    second = _upload(client, keys.globex, data=data, filename="two.ogg", title="Other")
+    assert second.status_code == 200, second.text
+    assert second.json()["id"] == first.json()["id"]
+    assert second.json()["title"] == "one"  # the existing content, unchanged
+    assert len([p for p in services.settings.media_path.rglob("*") if p.is_file()]) == 1
+    assert _incoming(services) == []
+
+
+def test_malformed_or_cut_short_bodies_are_refused_and_leave_nothing(
+    client: TestClient, services: Services, keys: Keys
+) -> None:
+    whole = _multipart(os.urandom(50_000))
+    multipart = {**keys.acme, "Content-Type": f"multipart/form-data; boundary={BOUNDARY}"}
+
+    truncated = client.post("/v1/content", headers=multipart, content=whole[:-2000])
+    assert truncated.status_code == 400, truncated.text
+    assert truncated.headers["content-type"].startswith("application/problem+json")
+    assert truncated.json()["code"] == "malformed_multipart"
+
+    other_boundary = {**keys.acme, "Content-Type": "multipart/form-data; boundary=not-this-one"}
+    wrong = client.post("/v1/content", headers=other_boundary, content=whole)
+    assert (wrong.status_code, wrong.json()["code"]) == (400, "malformed_multipart")
+    no_boundary = {**keys.acme, "Content-Type": "multipart/form-data"}
+    bare = client.post("/v1/content", headers=no_boundary, content=whole)
+    assert (bare.status_code, bare.json()["code"]) == (400, "malformed_multipart")
+    nameless = whole.replace(b'name="file"; ', b"")
+    no_name = client.post("/v1/content", headers=multipart, content=nameless)
+    assert (no_name.status_code, no_name.json()["code"]) == (400, "malformed_multipart")
+
+    # The client goes away halfway through the file.
+    chunks = [whole[i : i + 10_000] for i in range(0, 30_000, 10_000)]
+    status, gone, read = _asgi_post(client, keys.acme, chunks, disconnect=True)
+    assert (status, gone["code"]) == (400, "malformed_multipart")
+    assert read == len(chunks)
+
+    for not_multipart in (
+        client.post("/v1/content", headers=keys.acme, json={"kind": "song"}),
+        client.post("/v1/content", headers=keys.acme, content=b"abc"),
+    ):
+        assert not_multipart.status_code == 415
+        assert not_multipart.json()["code"] == "unsupported_media_type"
+
+    assert _incoming(services) == []
+    assert [p for p in services.settings.media_path.rglob("*") if p.is_file()] == []
+    assert client.get("/v1/content", headers=keys.acme).json()["data"] == []
+
+
+def test_text_fields_are_bounded(client: TestClient, services: Services, keys: Keys) -> None:
+    huge = json.dumps({"notes": "x" * (MAX_FIELD_BYTES + 1)})
+    response = _upload(client, keys.acme, data=b"abc", metadata=huge)
+    assert (response.status_code, response.json()["code"]) == (413, "payload_too_large")
+    assert "metadata" in response.json()["detail"]
+    assert _incoming(services) == []
 
 
 # -- the catalogue: tenancy, changes, listing ---------------------------------------------------

@@ -24,7 +24,7 @@ from acr.library.imports import (
     resolve_import_path,
 )
 from acr.library.indexing import MAX_ATTEMPTS, ContentIndexer, sync_from_index
-from acr.library.uploads import INCOMING_DIR, media_suffix, store_upload
+from acr.library.uploads import INCOMING_DIR, IncomingMedia, media_suffix, store_upload
 from acr.settings import Settings
 from api.services import Services
 
@@ -61,6 +61,43 @@ def test_store_upload_refuses_empty_and_oversize_and_keeps_nothing(tmp_path: Pat
     assert (media / INCOMING_DIR).is_dir()
     exact = store_upload(io.BytesIO(b"x" * 10), media, filename=None, max_bytes=10)
     assert exact.path.suffix == ""
+
+
+def test_incoming_media_fed_in_pieces_is_stored_like_a_file(tmp_path: Path) -> None:
+    """The streamed way in and :func:`store_upload` end at the same content address."""
+    media = tmp_path / "media"
+    data = os.urandom(2 * (1 << 20) + 5)
+    with IncomingMedia(media, max_bytes=len(data)) as incoming:
+        assert incoming.temp is not None and incoming.temp.parent == media / INCOMING_DIR
+        for start in range(0, len(data), 65_537):
+            incoming.write(memoryview(data)[start : start + 65_537])
+        streamed = incoming.commit("clip.Ogg")
+    assert streamed.created and streamed.size_bytes == len(data)
+    assert streamed.path == media / streamed.sha256[:2] / f"{streamed.sha256}.ogg"
+    assert file_sha256(streamed.path) == streamed.sha256
+    copied = store_upload(io.BytesIO(data), media, filename="clip.wav", max_bytes=len(data))
+    assert (copied.path, copied.created) == (streamed.path, False)
+    assert _leftovers(media) == [streamed.path]
+
+
+def test_incoming_media_that_is_not_committed_leaves_nothing(tmp_path: Path) -> None:
+    media = tmp_path / "media"
+    with pytest.raises(MediaTooLargeError), IncomingMedia(media, max_bytes=10) as incoming:
+        incoming.write(b"x" * 6)
+        incoming.write(b"x" * 5)  # refused whole: the partial file never passes the limit
+    assert incoming.size == 6
+    with pytest.raises(RuntimeError), IncomingMedia(media, max_bytes=10) as dropped:
+        dropped.write(b"abc")
+        raise RuntimeError("the request failed")
+    with IncomingMedia(media, max_bytes=10) as empty, pytest.raises(EmptyMediaError):
+        empty.commit("a.wav")
+    abandoned = IncomingMedia(media, max_bytes=10)
+    abandoned.write(b"abc")
+    abandoned.discard()
+    abandoned.discard()  # twice is harmless
+    with pytest.raises(RuntimeError):
+        abandoned.commit("a.wav")
+    assert _leftovers(media) == []
 
 
 @pytest.mark.parametrize(

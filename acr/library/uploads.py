@@ -1,11 +1,16 @@
 """Storing uploaded media: content-addressed, durable, never half-written.
 
-An upload is copied through a temporary file in ``media_dir/.incoming`` while
-its SHA-256 and size are computed, then fsynced and renamed to
-``media_dir/<sha256[:2]>/<sha256><ext>``. The rename is atomic, so a file at
-its final path is always complete; a crash leaves at most a temporary file.
-The same bytes uploaded twice land on the same path, so the second copy is
-simply dropped.
+An upload is written to a temporary file in ``media_dir/.incoming`` while its
+SHA-256 and size are computed (:class:`IncomingMedia`), then fsynced and
+renamed to ``media_dir/<sha256[:2]>/<sha256><ext>``. The rename is atomic, so a
+file at its final path is always complete; a crash leaves at most a temporary
+file. The same bytes uploaded twice land on the same path, so the second copy
+is simply dropped.
+
+There is one way in: a caller holding a file object uses :func:`store_upload`;
+one receiving the bytes piece by piece (the HTTP route parses the request body
+as it arrives) feeds an :class:`IncomingMedia` itself. Both end in
+:meth:`IncomingMedia.commit`.
 """
 
 from __future__ import annotations
@@ -16,12 +21,13 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import BinaryIO
 
 from acr.errors import EmptyMediaError, MediaTooLargeError
 from acr.index.segment import fsync_directory
 
-__all__ = ["INCOMING_DIR", "StoredMedia", "media_suffix", "store_upload"]
+__all__ = ["INCOMING_DIR", "IncomingMedia", "StoredMedia", "media_suffix", "store_upload"]
 
 INCOMING_DIR = ".incoming"
 """Temporary files live beside the library so that the final rename stays on one file system."""
@@ -63,6 +69,155 @@ def media_suffix(filename: str | None) -> str:
     return suffix if _SUFFIX.match(suffix) else ""
 
 
+def stored_copy(media_dir: Path, sha256: str) -> Path | None:
+    """The library's file holding the bytes of digest ``sha256``, if there is one.
+
+    Parameters
+    ----------
+    media_dir : Path
+        Root of the library.
+    sha256 : str
+        Hex digest of the bytes.
+
+    Returns
+    -------
+    Path or None
+    """
+    shard = media_dir / sha256[:2]
+    # The same bytes under another extension are still the same media.
+    return next(shard.glob(f"{sha256}*"), None) if shard.is_dir() else None
+
+
+def place(temp: Path, media_dir: Path, sha256: str, suffix: str) -> tuple[Path, bool]:
+    """Move a complete, fsynced temporary file to its content address (or drop it).
+
+    Parameters
+    ----------
+    temp : Path
+        The file in ``media_dir/.incoming``; gone when this returns.
+    media_dir : Path
+        Root of the library.
+    sha256 : str
+        Hex digest of the file's bytes.
+    suffix : str
+        Extension of the final name (see :func:`media_suffix`).
+
+    Returns
+    -------
+    path : Path
+        Where the bytes are now.
+    created : bool
+        False when they were already in the library and ``temp`` was deleted.
+    """
+    existing = stored_copy(media_dir, sha256)
+    if existing is not None:
+        temp.unlink()
+        return existing, False
+    final = media_dir / sha256[:2] / f"{sha256}{suffix}"
+    final.parent.mkdir(exist_ok=True)
+    temp.replace(final)
+    # The rename is durable only once the directory holding the new name is on disk.
+    fsync_directory(final.parent)
+    return final, True
+
+
+class IncomingMedia:
+    """An upload being received: a temporary file in ``media_dir/.incoming``.
+
+    Bytes given to :meth:`write` are hashed and counted on their way to the
+    file, so the content address is known without reading the file back.
+    :meth:`commit` makes it part of the library; :meth:`discard` (or leaving a
+    ``with`` block without committing) deletes it. Not thread-safe: one
+    writer at a time, though that writer may be any thread.
+
+    Parameters
+    ----------
+    media_dir : Path
+        Root of the library (created if missing).
+    max_bytes : int
+        Largest accepted upload.
+    """
+
+    def __init__(self, media_dir: Path, *, max_bytes: int) -> None:
+        incoming = media_dir / INCOMING_DIR
+        incoming.mkdir(parents=True, exist_ok=True)
+        handle, temp_name = tempfile.mkstemp(dir=incoming, suffix=".part")
+        self.media_dir = media_dir
+        self.max_bytes = max_bytes
+        self.size = 0
+        self.temp: Path | None = Path(temp_name)
+        self._digest = hashlib.sha256()
+        self._out = os.fdopen(handle, "wb")
+
+    def write(self, data: bytes | memoryview) -> None:
+        """Append ``data``.
+
+        Raises
+        ------
+        MediaTooLargeError
+            The upload now holds more than ``max_bytes``; nothing of ``data`` is
+            written (the caller discards the upload).
+        """
+        if self.size + len(data) > self.max_bytes:
+            raise MediaTooLargeError(
+                f"the upload is larger than the limit of {self.max_bytes} bytes"
+            )
+        self.size += len(data)
+        self._digest.update(data)
+        self._out.write(data)
+
+    def commit(self, filename: str | None) -> StoredMedia:
+        """Make the bytes written so far part of the library.
+
+        Parameters
+        ----------
+        filename : str or None
+            The client's file name; only its extension is used.
+
+        Returns
+        -------
+        StoredMedia
+
+        Raises
+        ------
+        EmptyMediaError
+            Nothing was written (the temporary file is deleted).
+        """
+        if self.temp is None:
+            raise RuntimeError("this upload was already committed or discarded")
+        try:
+            if self.size == 0:
+                raise EmptyMediaError("the upload is empty")
+            self._out.flush()
+            os.fsync(self._out.fileno())
+            self._out.close()
+            sha256 = self._digest.hexdigest()
+            path, created = place(self.temp, self.media_dir, sha256, media_suffix(filename))
+        except BaseException:
+            self.discard()
+            raise
+        self.temp = None
+        return StoredMedia(path, sha256, self.size, created)
+
+    def discard(self) -> None:
+        """Delete the temporary file (nothing happens once committed or discarded)."""
+        self._out.close()
+        if self.temp is not None:
+            self.temp.unlink(missing_ok=True)
+            self.temp = None
+
+    def __enter__(self) -> IncomingMedia:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.discard()
+
+
 def store_upload(
     source: BinaryIO, media_dir: Path, *, filename: str | None, max_bytes: int
 ) -> StoredMedia:
@@ -90,39 +245,7 @@ def store_upload(
     MediaTooLargeError
         It holds more than ``max_bytes`` (nothing is kept).
     """
-    incoming = media_dir / INCOMING_DIR
-    incoming.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
-    size = 0
-    handle, temp_name = tempfile.mkstemp(dir=incoming, suffix=".part")
-    temp = Path(temp_name)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            while block := source.read(CHUNK_BYTES):
-                size += len(block)
-                if size > max_bytes:
-                    raise MediaTooLargeError(
-                        f"the upload is larger than the limit of {max_bytes} bytes"
-                    )
-                digest.update(block)
-                out.write(block)
-            if size == 0:
-                raise EmptyMediaError("the upload is empty")
-            out.flush()
-            os.fsync(out.fileno())
-        sha256 = digest.hexdigest()
-        shard = media_dir / sha256[:2]
-        # The same bytes under another extension are still the same media.
-        existing = next(shard.glob(f"{sha256}*"), None) if shard.is_dir() else None
-        if existing is not None:
-            temp.unlink()
-            return StoredMedia(existing, sha256, size, created=False)
-        final = shard / f"{sha256}{media_suffix(filename)}"
-        final.parent.mkdir(exist_ok=True)
-        temp.replace(final)
-        # The rename is durable only once the directory holding the new name is on disk.
-        fsync_directory(final.parent)
-        return StoredMedia(final, sha256, size, created=True)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+    with IncomingMedia(media_dir, max_bytes=max_bytes) as incoming:
+        while block := source.read(CHUNK_BYTES):
+            incoming.write(block)
+        return incoming.commit(filename)

@@ -12,11 +12,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from fastapi import APIRouter, Query, Request, Response, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy.orm import Session
 
 from acr.auth import Principal
@@ -42,10 +45,12 @@ from acr.library.imports import (
     register_planned,
     resolve_import_path,
 )
-from acr.library.uploads import store_upload
+from acr.library.uploads import StoredMedia, store_upload
 from api.deps import AdminDep, ManagerDep, ServicesDep, SessionDep
+from api.multipart_upload import StreamedForm, receive_upload
 from api.pagination import newest_first, unknown_cursor
 from api.problems import Problem, not_found, responses
+from api.services import Services
 
 router = APIRouter(prefix="/v1/content", tags=["content"], responses=responses(401, 403))
 
@@ -199,53 +204,99 @@ def _writable(session: Session, principal: Principal, content_id: str) -> Conten
 # -- routes ------------------------------------------------------------------------------------
 
 
-@router.post(
-    "",
-    status_code=202,
-    responses={
-        200: {"model": ContentView, "description": "The same bytes are already in the library"},
-        **responses(400, 413, 422),
-    },
-)
-def upload(
-    request: Request,
-    response: Response,
-    principal: ManagerDep,
-    services: ServicesDep,
-    file: Annotated[UploadFile, File(description="The reference media (any common format)")],
-    kind: Annotated[Kind, Form()],
-    title: Annotated[str | None, Form(max_length=500, description="Default: file name")] = None,
-    owner_account_id: Annotated[str | None, Form(max_length=64)] = None,
-    external_ids: Annotated[str | None, Form(description="A JSON object of strings")] = None,
-    metadata: Annotated[str | None, Form(description="A JSON object")] = None,
-) -> ContentView:
-    """Upload reference media; it is indexed in the background (poll until `ready`).
+class UploadFields(BaseModel):
+    """The text fields of the upload form, validated as FastAPI validates form fields."""
 
-    Answers 202 with the new content in `processing`, or 200 with the existing
-    content if the same bytes were uploaded before (nothing is stored twice).
+    kind: Kind
+    title: Annotated[str | None, Field(max_length=500, description="Default: file name")] = None
+    owner_account_id: Annotated[str | None, Field(max_length=64)] = None
+    external_ids: Annotated[str | None, Field(description="A JSON object of strings")] = None
+    metadata: Annotated[str | None, Field(description="A JSON object")] = None
+
+
+def _upload_body_schema() -> dict[str, Any]:
+    """The OpenAPI request body of ``POST /v1/content``: the form the route parses itself.
+
+    The route reads the body as a stream, so FastAPI sees no body parameter;
+    this says what it still expects, generated from :class:`UploadFields` plus
+    the file, in the shape FastAPI gives an ``UploadFile`` form.
     """
-    ids = _string_map("external_ids", _json_object("external_ids", external_ids))
-    extra = _json_object("metadata", metadata)
-    filename = Path(file.filename).name if file.filename else None
+    fields = UploadFields.model_json_schema()
+    media = {
+        "type": "string",
+        "contentMediaType": "application/octet-stream",
+        "title": "File",
+        "description": "The reference media (any common format)",
+    }
+    schema = {
+        "type": "object",
+        "title": "UploadForm",
+        "properties": {"file": media, **fields["properties"]},
+        "required": ["file", *fields["required"]],
+    }
+    return {"required": True, "content": {"multipart/form-data": {"schema": schema}}}
+
+
+def _body_errors(error: ValidationError) -> list[dict[str, Any]]:
+    """Pydantic's errors on the form's fields, located as FastAPI locates them."""
+    return [
+        {"loc": ("body", *e["loc"]), "msg": e["msg"], "type": e["type"]} for e in error.errors()
+    ]
+
+
+def _upload_fields(form: StreamedForm) -> UploadFields:
+    """The form's text fields, or the 422 FastAPI would answer for them (file first)."""
+    errors: list[dict[str, Any]] = []
+    if form.file is None:
+        errors.append({"loc": ("body", "file"), "msg": "Field required", "type": "missing"})
     try:
-        stored = store_upload(
-            file.file,
-            services.settings.media_path,
-            filename=filename,
-            max_bytes=services.settings.max_upload_bytes,
-        )
+        # FastAPI reads an empty form field as one not sent.
+        fields = UploadFields.model_validate({k: v for k, v in form.fields.items() if v})
+    except ValidationError as error:
+        errors += _body_errors(error)
+    if errors:
+        raise RequestValidationError(errors)
+    return fields
+
+
+def _new_content(fields: UploadFields, filename: str | None, principal: Principal) -> NewContent:
+    """The content an upload registers; its JSON maps are checked before any bytes are kept."""
+    return NewContent(
+        title=(fields.title or "").strip()
+        or (Path(filename).stem if filename else "")
+        or "untitled",
+        kind=fields.kind,
+        owner_account_id=fields.owner_account_id or None,
+        external_ids=_string_map("external_ids", _json_object("external_ids", fields.external_ids)),
+        metadata=_json_object("metadata", fields.metadata),
+        organisation_id=principal.organisation_id,
+    )
+
+
+def _plain_name(filename: str | None) -> str | None:
+    """The client's file name without any directories it came with."""
+    return Path(filename).name if filename else None
+
+
+def _stored(store: Callable[[], StoredMedia]) -> StoredMedia:
+    """Run ``store``, answering its refusals as the upload's problems."""
+    try:
+        return store()
     except EmptyMediaError as error:
         raise Problem(400, error.code, error.message) from None
     except MediaTooLargeError as error:
         raise Problem(413, "payload_too_large", error.message) from None
-    new = NewContent(
-        title=(title or "").strip() or (Path(filename).stem if filename else "") or "untitled",
-        kind=kind,
-        owner_account_id=owner_account_id or None,
-        external_ids=ids,
-        metadata=extra,
-        organisation_id=principal.organisation_id,
-    )
+
+
+def _register_upload(
+    request: Request,
+    response: Response,
+    services: Services,
+    stored: StoredMedia,
+    new: NewContent,
+    filename: str | None,
+) -> ContentView:
+    """Register stored bytes as a content (202), or answer the content that has them (200)."""
     with write_session(services.sessions) as session:
         row, created = register_content(
             session,
@@ -265,6 +316,96 @@ def upload(
         stored.path.unlink(missing_ok=True)
     response.status_code = 200
     return view
+
+
+@router.post(
+    "",
+    name="upload",
+    status_code=202,
+    responses={
+        200: {"model": ContentView, "description": "The same bytes are already in the library"},
+        **responses(400, 413, 415, 422),
+    },
+    openapi_extra={"requestBody": _upload_body_schema()},
+)
+async def upload_streamed(
+    request: Request, response: Response, principal: ManagerDep, services: ServicesDep
+) -> ContentView:
+    """Upload reference media; it is indexed in the background (poll until `ready`).
+
+    Answers 202 with the new content in `processing`, or 200 with the existing
+    content if the same bytes were uploaded before (nothing is stored twice).
+    """
+    # The body is parsed here, as it arrives, rather than by FastAPI: its form parsing would
+    # spool the file to a temporary file of its own before it could be stored (see
+    # api.multipart_upload). The caller's key is checked before any of the body is read.
+    form = await _received(request, services)
+    try:
+        fields = _upload_fields(form)
+        assert form.file is not None  # checked by _upload_fields
+        filename = _plain_name(form.filename)
+        new = _new_content(fields, filename, principal)
+        # fsync and rename: disk work, off the event loop.
+        stored = await run_in_threadpool(_stored, partial(form.file.commit, filename))
+    finally:
+        form.discard()  # a no-op once committed
+    return await run_in_threadpool(
+        _register_upload, request, response, services, stored, new, filename
+    )
+
+
+async def _received(request: Request, services: Services) -> StreamedForm:
+    """The upload form, its file received into the library's intake (not yet committed)."""
+    try:
+        return await receive_upload(
+            request,
+            services.settings.media_path,
+            max_file_bytes=services.settings.max_upload_bytes,
+            file_field="file",
+            text_fields=UploadFields.model_fields,
+        )
+    except MediaTooLargeError as error:
+        raise Problem(413, "payload_too_large", error.message) from None
+
+
+def upload(
+    request: Request,
+    response: Response,
+    principal: Principal,
+    services: Services,
+    file: UploadFile,
+    kind: Kind,
+    title: str | None = None,
+    owner_account_id: str | None = None,
+    external_ids: str | None = None,
+    metadata: str | None = None,
+) -> ContentView:
+    """Store and register an upload already received as a file object (the dashboard's form).
+
+    The same checks and answers as ``POST /v1/content``, which streams its own body instead.
+    """
+    try:
+        fields = UploadFields(
+            kind=kind,
+            title=title,
+            owner_account_id=owner_account_id,
+            external_ids=external_ids,
+            metadata=metadata,
+        )
+    except ValidationError as error:
+        raise RequestValidationError(_body_errors(error)) from None
+    filename = _plain_name(file.filename)
+    new = _new_content(fields, filename, principal)
+    stored = _stored(
+        partial(
+            store_upload,
+            file.file,
+            services.settings.media_path,
+            filename=filename,
+            max_bytes=services.settings.max_upload_bytes,
+        )
+    )
+    return _register_upload(request, response, services, stored, new, filename)
 
 
 @router.get("", responses=responses(422))
