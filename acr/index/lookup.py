@@ -29,8 +29,8 @@ import numba
 import numpy as np
 from numpy.typing import NDArray
 
-from acr.index.segment import PostingTable, Segment, build_segment
-from acr.matching import Hits, align
+from acr.index.segment import PostingTable, Segment
+from acr.matching import Hits
 from acr.signals.audio.codes import CODE_BITS
 
 BIT_FLIPS = 1
@@ -251,18 +251,3 @@ def _decode_into(
             keys[at] = table_keys[low]
             ref_frames[at] = position - bases[low]
             at += 1
-
-
-def compile_kernels() -> None:
-    """Search and align a tiny made-up index once, so that Numba compiles (or loads) its kernels.
-
-    Compiling takes about 2 s the first time on a machine (then it is cached
-    beside the module, and loading takes a fraction of that); a server calls
-    this before it reports ready, so that no request waits for it.
-    """
-    codes = np.arange(64, dtype=np.uint32) * 977
-    frames = np.arange(64, dtype=np.uint32)
-    lookup = CodeLookup()
-    lookup.add_segment(build_segment("audio", 0.0, [(1, codes, frames)]))
-    hits = lookup.search(codes, frames)
-    align(hits, query_frames=64, ref_frames=lambda _: 64, n_references=1, min_confidence=0.0)

@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 
 from acr.errors import IndexStoreError
-from acr.index.lookup import compile_kernels
 from acr.index.store import CATALOGUE_FILE, Index
 from acr.index.video import VideoIndex
+from acr.kernels import compile_kernels
 from acr.matching import DEFAULT_MIN_CONFIDENCE
 from acr.results import MatchResult
 from acr.signals.base import Fingerprints, MediaSource
