@@ -141,6 +141,8 @@ def test_revenue_reaches_the_bank_and_a_failed_payout_blocks_until_updated(
     run_pass(services.sessions, services.settings, start)
     with services.sessions() as session:
         on_the_day = book_balance(session, account_book(good), "usd", start)
+        marks = session.execute(select(Engagement.accrued_at, Engagement.accrual_error)).all()
+    assert marks == [(start, None)] * 2  # marked as accrued with the payments
     assert (on_the_day.available, on_the_day.pending) == (0, 30)
     assert balance(client, keys, good) == {"available": 30, "pending": 0}
 

@@ -4,6 +4,8 @@
 * Two schedulers at once make one automatic payout.
 * A process killed after creating a payout, before calling the rail, loses
   nothing: the outbox submits it later, once; submitting again never pays twice.
+* Revenue accrual in several workers while engagements keep arriving, some
+  committed after later ones were accrued, posts each engagement exactly once.
 """
 
 from __future__ import annotations
@@ -15,9 +17,17 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 
-from acr.db.models import Payout, SimulatedTransfer
+from acr.auth import ensure_organisation
+from acr.db.models import (
+    Campaign,
+    Content,
+    Engagement,
+    LedgerTransaction,
+    Payout,
+    SimulatedTransfer,
+)
 from acr.db.session import make_engine, session_factory
 from acr.payouts import ledger
 from acr.payouts.payouts import (
@@ -31,6 +41,7 @@ from acr.payouts.payouts import (
 )
 from acr.payouts.rails.base import RailPayout
 from acr.payouts.rails.simulated import SimulatedRail
+from acr.payouts.revenue import accrue_engagements
 from api.services import Services
 from tests.conftest import ROOT
 from tests.payout_helpers import (
@@ -189,4 +200,82 @@ def test_a_crash_before_the_rail_is_called_loses_nothing_and_pays_once(
         engine.dispose()
     assert book_total(sessions, ledger.RAIL_PAID) == 2_500
     assert available(sessions, account, now=T0 + timedelta(days=3)) == 7_500
+    assert verify(sessions) == []
+
+
+def test_accrual_workers_beside_arriving_engagements_post_each_once(services: Services) -> None:
+    """Engagements are written while 4 workers accrue; each written later is stamped
+    *earlier* than the last, as a transaction that commits late would be: no cursor skips it."""
+    sessions = services.sessions
+    account = make_account(sessions)
+    with sessions() as session:
+        org = ensure_organisation(session, "acme").id
+        content = Content(title="Show", kind="audio", status="ready", owner_account_id=account)
+        campaign = Campaign(
+            organisation_id=org,
+            name="c",
+            advertiser="Acme",
+            status="running",
+            cost_per_engagement=100,
+            revenue_share_bps=3000,
+        )
+        session.add_all([content, campaign])
+        session.commit()
+        content_id, campaign_id = content.id, campaign.id
+    rounds, per_round = 30, 5
+    writing = threading.Event()
+    writing.set()
+
+    def write() -> None:
+        try:
+            for r in range(rounds):
+                rows = [
+                    {
+                        "id": f"eng_{r:03d}_{i}",
+                        "campaign_id": campaign_id,
+                        "organisation_id": org,
+                        "content_id": content_id,
+                        "viewer_hash": f"v{r}.{i}",
+                        "offset_s": 1.0,
+                        "confidence": 0.9,
+                        "cost": 100,
+                        "currency": "usd",
+                        "owner_account_id": account,
+                        "owner_share": 30,
+                        "created_at": T0 - timedelta(seconds=r, milliseconds=i),
+                    }
+                    for i in range(per_round)
+                ]
+                with sessions() as session:
+                    session.execute(insert(Engagement), rows)
+                    session.commit()
+        finally:
+            writing.clear()
+
+    def accrue(i: int) -> int:
+        if i == 0:
+            write()
+            return 0
+        passes = 0
+        while True:
+            still_writing = writing.is_set()
+            more = accrue_engagements(sessions, T0, batch=4)
+            passes += 1
+            if not more and not still_writing:
+                return passes
+
+    results = _race(5, accrue)
+    assert not any(isinstance(r, Exception) for r in results), results
+    with sessions() as session:
+        sources = session.scalars(
+            select(LedgerTransaction.source_id).where(LedgerTransaction.type == "payment")
+        ).all()
+        waiting = session.scalar(
+            select(func.count())
+            .select_from(Engagement)
+            .where(Engagement.accrued_at.is_(None) | Engagement.accrual_error.is_not(None))
+        )
+    assert len(sources) == len(set(sources)) == rounds * per_round
+    assert waiting == 0
+    assert book_total(sessions, ledger.account_book(account)) == rounds * per_round * 30
     assert verify(sessions) == []

@@ -7,12 +7,13 @@ test runs accruals from several threads at once (real concurrency on PostgreSQL)
 
 from __future__ import annotations
 
+import logging
 import threading
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select, update
 
 from acr.auth import ensure_organisation
 from acr.campaigns.serving import Moment, serve
@@ -30,18 +31,24 @@ from acr.db.session import write_session
 from acr.payouts.balance import account_balance, account_problems
 from acr.payouts.ledger import (
     PLATFORM_UNALLOCATED,
+    Leg,
     account_book,
+    advertiser_book,
     book_balance,
     held_book,
+    post,
     verify,
 )
 from acr.payouts.revenue import (
+    WAITING,
     InsufficientFundsError,
     accrue_engagements,
     available_on_for,
     release_available,
     tick,
     transfer_held,
+    unaccruable_engagements,
+    waiting_engagements,
 )
 
 if TYPE_CHECKING:
@@ -87,26 +94,30 @@ class World:
             session.commit()
         return served[0].engagement_id
 
-    def engagements(self, count: int, at: datetime = NOW) -> None:
-        """Engagement rows written directly (faster than serving, same shape)."""
+    def engagements(self, count: int, at: datetime = NOW, **columns: Any) -> list[str]:
+        """Engagement rows written directly (faster than serving, same shape); their ids."""
+        rows = [
+            {
+                "id": f"eng_{at.timestamp():.0f}_{i:06d}",
+                "campaign_id": self.campaign,
+                "organisation_id": self.org,
+                "content_id": self.content,
+                "viewer_hash": f"v{i}",
+                "offset_s": 1.0,
+                "confidence": 0.9,
+                "cost": 100,
+                "currency": "usd",
+                "owner_account_id": self.account,
+                "owner_share": 30,
+                "created_at": at + timedelta(milliseconds=i),
+                **columns,
+            }
+            for i in range(count)
+        ]
         with self.sessions() as session:
-            for i in range(count):
-                session.add(
-                    Engagement(
-                        campaign_id=self.campaign,
-                        organisation_id=self.org,
-                        content_id=self.content,
-                        viewer_hash=f"v{i}",
-                        offset_s=1.0,
-                        confidence=0.9,
-                        cost=100,
-                        currency="usd",
-                        owner_account_id=self.account,
-                        owner_share=30,
-                        created_at=at + timedelta(milliseconds=i),
-                    )
-                )
+            session.execute(insert(Engagement), rows)
             session.commit()
+        return [row["id"] for row in rows]
 
 
 def _balance(services: Services, account_id: str, at: datetime) -> tuple[int, int]:
@@ -275,3 +286,132 @@ def test_concurrent_accruals_post_each_engagement_once(services: Services) -> No
         assert len(sources) == len(set(sources)) == 60
         assert verify(session) == [] and account_problems(session) == []
     assert _balance(services, world.account, NOW) == (0, 60 * 30)
+
+
+def _marks(services: Services) -> dict[str, tuple[datetime | None, str | None]]:
+    with services.sessions() as session:
+        rows = session.execute(
+            select(Engagement.id, Engagement.accrued_at, Engagement.accrual_error)
+        ).all()
+    return {engagement_id: (accrued_at, error) for engagement_id, accrued_at, error in rows}
+
+
+def test_accrued_engagements_are_marked_and_wait_no_more(services: Services) -> None:
+    world = World(services)
+    ids = world.engagements(3)
+    assert set(_marks(services).values()) == {(None, None)}
+    at = NOW + timedelta(seconds=1)
+    assert accrue_engagements(services.sessions, at) is False
+    assert _marks(services) == dict.fromkeys(ids, (at, None))
+    with services.sessions() as session:
+        assert session.scalars(waiting_engagements(at + timedelta(days=1), 10)).all() == []
+
+
+def test_an_engagement_already_in_the_ledger_is_marked_not_posted_again(
+    services: Services,
+) -> None:
+    """As when another worker won the race, or the payment predates ``accrued_at``."""
+    world = World(services)
+    first, second = world.engagements(2)
+    with services.sessions() as session:
+        post(
+            session,
+            type="payment",
+            source_id=first,
+            currency="usd",
+            legs=[Leg(advertiser_book(world.org), -100), Leg(PLATFORM_UNALLOCATED, 100)],
+            amount=100,
+            now=NOW,
+        )
+        session.commit()
+    at = NOW + timedelta(seconds=1)
+    assert accrue_engagements(services.sessions, at) is False
+    assert _marks(services) == {first: (at, None), second: (at, None)}
+    with services.sessions() as session:
+        sources = session.scalars(select(LedgerTransaction.source_id)).all()
+        assert sorted(sources) == sorted([first, second])
+        assert verify(session) == []
+
+
+def test_an_engagement_with_bad_data_is_set_aside_not_retried_every_tick(
+    services: Services, caplog: pytest.LogCaptureFixture
+) -> None:
+    world = World(services)
+    [bad] = world.engagements(1, currency="US$")
+    good = world.engagements(3, at=NOW + timedelta(seconds=1))
+    at = NOW + timedelta(seconds=5)
+    with caplog.at_level(logging.ERROR, logger="acr.payouts.revenue"):
+        assert accrue_engagements(services.sessions, at) is False
+    assert [r.getMessage() for r in caplog.records] == [
+        f"engagement {bad} cannot be accrued: currency 'US$' is not a lower-case ISO 4217 code"
+    ]
+    marks = _marks(services)
+    assert marks[bad][0] is None and "ISO 4217" in (marks[bad][1] or "")
+    assert all(marks[g] == (at, None) for g in good)
+    with services.sessions() as session:
+        assert unaccruable_engagements(session) == [(bad, marks[bad][1])]
+        assert session.scalars(waiting_engagements(at, 10)).all() == []
+
+    # Later ticks do not look at it again (nothing logged, nothing posted)…
+    caplog.clear()
+    with caplog.at_level(logging.ERROR, logger="acr.payouts.revenue"):
+        for _ in range(3):
+            assert tick(services.sessions, at + timedelta(minutes=1)) is False
+    assert caplog.records == []
+    # …until someone repairs the data and clears the error.
+    with services.sessions() as session:
+        session.execute(
+            update(Engagement)
+            .where(Engagement.id == bad)
+            .values(currency="usd", accrual_error=None)
+        )
+        session.commit()
+    assert accrue_engagements(services.sessions, at + timedelta(minutes=2)) is False
+    assert _marks(services)[bad] == (at + timedelta(minutes=2), None)
+    with services.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(LedgerTransaction)) == 4
+        assert unaccruable_engagements(session) == []
+
+
+def _plan(services: Services, statement: Any) -> str:
+    """The database's query plan of ``statement``, as one string."""
+    engine = services.sessions.kw["bind"]
+    sql = str(statement.compile(engine, compile_kwargs={"literal_binds": True}))
+    with engine.connect() as connection:
+        if engine.dialect.name == "sqlite":
+            rows = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}").all()
+            return "\n".join(str(row[-1]) for row in rows)
+        return "\n".join(str(row[0]) for row in connection.exec_driver_sql(f"EXPLAIN {sql}"))
+
+
+def test_finding_engagements_to_accrue_reads_only_the_waiting_ones(services: Services) -> None:
+    """Both of accrual's queries use the partial index, never a scan of all engagements."""
+    world = World(services)
+    world.engagements(5000, at=NOW - timedelta(days=30), accrued_at=NOW - timedelta(days=29))
+    world.engagements(5)
+    engine = services.sessions.kw["bind"]
+    with engine.begin() as connection:
+        connection.exec_driver_sql("ANALYZE")
+    at = NOW + timedelta(seconds=1)
+    batch = waiting_engagements(at, 50)
+    if engine.dialect.name == "postgresql":
+        batch = batch.with_for_update(skip_locked=True)
+    look = select(Engagement.id).where(*WAITING, Engagement.created_at <= at).limit(1)
+    for statement in (batch, look):
+        plan = _plan(services, statement)
+        assert "engagements_to_accrue" in plan, plan
+        if engine.dialect.name == "sqlite":
+            assert "SCAN engagements" not in plan and "TEMP B-TREE" not in plan, plan
+        else:
+            assert "Seq Scan" not in plan and "Sort" not in plan, plan
+    if engine.dialect.name == "postgresql":
+        # With a sequential scan ruled out, still this index (not another one, filtered).
+        with services.sessions() as session:
+            session.connection().exec_driver_sql("SET LOCAL enable_seqscan = off")
+            sql = str(batch.compile(engine, compile_kwargs={"literal_binds": True}))
+            rows = session.connection().exec_driver_sql(f"EXPLAIN {sql}")
+            plan = "\n".join(str(row[0]) for row in rows)
+        assert "Index Scan using engagements_to_accrue" in plan, plan
+    assert accrue_engagements(services.sessions, at) is False
+    with services.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(LedgerTransaction)) == 5

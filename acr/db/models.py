@@ -228,6 +228,15 @@ class Engagement(Base):
         Index("engagements_campaign_time", "campaign_id", "created_at"),
         Index("engagements_campaign_viewer_time", "campaign_id", "viewer_hash", "created_at"),
         Index("engagements_org_time", "organisation_id", "created_at"),
+        # Only the engagements waiting for revenue accrual, in the order they are accrued:
+        # finding the next batch reads the batch, however many were accrued before.
+        Index(
+            "engagements_to_accrue",
+            "created_at",
+            "id",
+            sqlite_where=text("accrued_at IS NULL AND accrual_error IS NULL"),
+            postgresql_where=text("accrued_at IS NULL AND accrual_error IS NULL"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: new_id("eng"))
@@ -246,6 +255,10 @@ class Engagement(Base):
     owner_account_id: Mapped[str | None] = mapped_column(String(64))
     owner_share: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    accrued_at: Mapped[datetime | None] = mapped_column(default=None)
+    """When its ``payment`` was posted to the ledger (same transaction); NULL while waiting."""
+    accrual_error: Mapped[str | None] = mapped_column(String(500), default=None)
+    """Why it cannot be accrued (bad data): it then waits no more, until this is cleared."""
 
 
 class IdempotencyRecord(Base):

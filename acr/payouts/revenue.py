@@ -34,10 +34,23 @@ Choices:
   concurrent ticks. Revenue posted pending but committed after its day's event
   (a race of a fraction of a second at midnight) is in the balance but not in
   an event: events notify, the ledger is the truth.
+* Finding work reads only the waiting engagements, however many were accrued
+  before: an engagement's ``accrued_at`` is set in the transaction that posts
+  its payment, and the partial index ``engagements_to_accrue`` on
+  ``(created_at, id) WHERE accrued_at IS NULL AND accrual_error IS NULL`` holds
+  just the others, in accrual order. (Not a cursor over ids or times: on
+  PostgreSQL rows commit out of order, and a cursor would pass over late ones.)
+* Bad data (a :class:`~acr.payouts.ledger.LedgerError`, such as a malformed
+  currency) does not stop the batch: the engagement gets ``accrual_error``, is
+  logged once and leaves the waiting set; clearing ``accrual_error`` (after
+  repairing the row) puts it back. :func:`unaccruable_engagements` lists them.
 * Concurrency: :func:`accrue_engagements` claims engagements with ``FOR UPDATE
-  SKIP LOCKED`` on PostgreSQL, so concurrent workers split the work; a posting
-  that loses a race anyway is refused by the unique constraint in its savepoint
-  and skipped. On SQLite ``BEGIN IMMEDIATE`` serialises the workers.
+  SKIP LOCKED`` on PostgreSQL, so concurrent workers split the work (a row
+  another worker has accrued meanwhile fails the re-checked ``accrued_at IS
+  NULL``); a posting that loses a race anyway, or that was posted before its
+  engagement was marked, is refused by the ``(type, source_id)`` unique
+  constraint in its savepoint, and the engagement is marked accrued without a
+  second posting. On SQLite ``BEGIN IMMEDIATE`` serialises the workers.
 """
 
 from __future__ import annotations
@@ -48,7 +61,7 @@ from collections import defaultdict
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import exists, literal, select
+from sqlalchemy import Select, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -160,11 +173,35 @@ transaction holds the database's one write lock, which every served match
 waits for: 500 at a time held it for a few hundred milliseconds, the p99 of
 the load benchmark's matches; the next batch follows at once while work waits."""
 
+ACCRUAL_ERROR_LENGTH = 500
+"""Longest ``Engagement.accrual_error`` (its column's length)."""
+
+
+WAITING = (Engagement.accrued_at.is_(None), Engagement.accrual_error.is_(None))
+"""Engagements waiting for accrual: exactly the predicate of the partial index
+``engagements_to_accrue`` (``created_at, id``), so that the planners use it."""
+
+
+def waiting_engagements(now: datetime, batch: int) -> Select[Engagement]:
+    """The next ``batch`` engagements to accrue (created up to ``now``), oldest first."""
+    return (
+        select(Engagement)
+        .where(*WAITING, Engagement.created_at <= now)
+        .order_by(Engagement.created_at, Engagement.id)
+        .limit(batch)
+    )
+
 
 def accrue_engagements(
     sessions: sessionmaker[Session], now: datetime | None = None, batch: int = ACCRUAL_BATCH
 ) -> bool:
     """Post the next ``batch`` engagements not yet in the ledger (created up to ``now``).
+
+    Each posted engagement gets ``accrued_at`` in the transaction that posts its
+    payment; one whose payment is already in the ledger (another worker's, or
+    posted before ``accrued_at`` existed) is marked too. One that cannot be
+    posted (a :class:`LedgerError`: bad data) gets ``accrual_error`` and is
+    logged once: it is not looked at again until someone clears the error.
 
     Returns
     -------
@@ -172,28 +209,23 @@ def accrue_engagements(
         Whether a full batch was found, so that more may be waiting.
     """
     now = now or utcnow()
-    accrued = exists().where(
-        LedgerTransaction.type == PAYMENT, LedgerTransaction.source_id == Engagement.id
-    )
-    waiting = select(Engagement.id).where(~accrued, Engagement.created_at <= now).limit(1)
     with sessions() as session:
         # A look without the write lock first: most ticks find nothing to accrue, and
         # on SQLite a write transaction per tick would stall every other writer.
+        waiting = select(Engagement.id).where(*WAITING, Engagement.created_at <= now).limit(1)
         if session.scalar(waiting) is None:
             return False
     with write_session(sessions) as session:
         engagements = session.scalars(
-            select(Engagement)
-            .where(~accrued, Engagement.created_at <= now)
-            .order_by(Engagement.created_at, Engagement.id)
-            .limit(batch)
-            .with_for_update(skip_locked=True)
+            waiting_engagements(now, batch).with_for_update(skip_locked=True)
         ).all()
         if not engagements:
             return False
         owners = {e.owner_account_id for e in engagements if e.owner_account_id}
         accounts = {a.id: a for a in session.scalars(select(Account).where(Account.id.in_(owners)))}
         released: dict[tuple[str, str], int] = defaultdict(int)
+        accrued: list[str] = []
+        refused: dict[str, str] = {}
         for engagement in engagements:
             account = accounts.get(engagement.owner_account_id or "")
             legs, account_id, available_on = _legs(engagement, account)
@@ -213,17 +245,45 @@ def accrue_engagements(
                     now=now,
                 )
             except DuplicatePostingError:
-                continue  # another worker accrued it first
-            except LedgerError as error:
-                # Bad data must not stop the others; `acr payouts verify` does not see it.
-                log.error("engagement %s cannot be accrued: %s", engagement.id, error)
+                accrued.append(engagement.id)  # posted already: by another worker, or before
                 continue
+            except LedgerError as error:
+                # Bad data must not stop the others, nor be looked at again every tick.
+                log.error("engagement %s cannot be accrued: %s", engagement.id, error)
+                refused[engagement.id] = str(error)[:ACCRUAL_ERROR_LENGTH]
+                continue
+            accrued.append(engagement.id)
             if account_id is not None and available_on <= now and engagement.owner_share:
                 released[(account_id, engagement.currency)] += engagement.owner_share
+        # Marked after the postings, with statements of their own: a pending change to an
+        # engagement would be flushed in the next posting's savepoint, and undone with it.
+        unsynchronised = {"synchronize_session": False}
+        if accrued:
+            session.execute(
+                update(Engagement).where(Engagement.id.in_(accrued)).values(accrued_at=now),
+                execution_options=unsynchronised,
+            )
+        for engagement_id, reason in refused.items():
+            session.execute(
+                update(Engagement)
+                .where(Engagement.id == engagement_id)
+                .values(accrual_error=reason),
+                execution_options=unsynchronised,
+            )
         for (account_id, currency), amount in sorted(released.items()):
             _announce(session, accounts[account_id], currency, amount, now, now)
         session.commit()
         return len(engagements) == batch
+
+
+def unaccruable_engagements(session: Session) -> list[tuple[str, str]]:
+    """``(engagement id, reason)`` of the engagements accrual refused (bad data)."""
+    rows = session.execute(
+        select(Engagement.id, Engagement.accrual_error)
+        .where(Engagement.accrual_error.is_not(None))
+        .order_by(Engagement.created_at, Engagement.id)
+    ).all()
+    return [(engagement_id, str(reason)) for engagement_id, reason in rows]
 
 
 def release_event_id(account_id: str, currency: str, available_on: datetime) -> str:

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-26 10:18:09.345782
+Create Date: 2026-11-26 18:41:31.510994
 """
 
 from __future__ import annotations
@@ -321,6 +321,8 @@ def upgrade() -> None:
         sa.Column("owner_account_id", sa.String(length=64), nullable=True),
         sa.Column("owner_share", sa.BigInteger(), nullable=False),
         sa.Column("created_at", acr.db.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("accrued_at", acr.db.models.UTCDateTime(timezone=True), nullable=True),
+        sa.Column("accrual_error", sa.String(length=500), nullable=True),
         sa.ForeignKeyConstraint(
             ["campaign_id"],
             ["campaigns.id"],
@@ -346,6 +348,13 @@ def upgrade() -> None:
         )
         batch_op.create_index(
             "engagements_org_time", ["organisation_id", "created_at"], unique=False
+        )
+        batch_op.create_index(
+            "engagements_to_accrue",
+            ["created_at", "id"],
+            unique=False,
+            sqlite_where=sa.text("accrued_at IS NULL AND accrual_error IS NULL"),
+            postgresql_where=sa.text("accrued_at IS NULL AND accrual_error IS NULL"),
         )
 
     op.create_table(
@@ -519,6 +528,11 @@ def downgrade() -> None:
 
     op.drop_table("external_accounts")
     with op.batch_alter_table("engagements", schema=None) as batch_op:
+        batch_op.drop_index(
+            "engagements_to_accrue",
+            sqlite_where=sa.text("accrued_at IS NULL AND accrual_error IS NULL"),
+            postgresql_where=sa.text("accrued_at IS NULL AND accrual_error IS NULL"),
+        )
         batch_op.drop_index("engagements_org_time")
         batch_op.drop_index("engagements_campaign_viewer_time")
         batch_op.drop_index("engagements_campaign_time")
