@@ -83,7 +83,7 @@ has less than this share of its evidence.
 Looping music repeats passages with small changes, and exact codes alone
 cannot always tell the original from the repeat: both lines are genuine, and
 the full lookup, with two to three times the hits on each, re-weighs them. On
-the audio benchmark's run of 2026-11-26 at 18:58 UTC, the exact look alone
+the audio benchmark's run of 2026-11-26 (ended 18:56 UTC), the exact look alone
 moved 13 answers to a repeat; in the 9 of them re-examined, the rival had 0.64
 to 1.0 of the chosen line's evidence. Half leaves a margin below that."""
 PITCH_SEARCH_BANDS = 1
