@@ -89,15 +89,20 @@ def fund(
     with sessions() as session:
         transaction = ledger.post(
             session,
-            type="payment",
-            source_id=new_id("eng"),
-            currency=currency,
-            legs=[Leg(ledger.account_book(account_id), amount), Leg("advertiser:test", -amount)],
-            account_id=account_id,
-            amount=amount,
-            net=amount,
-            available_on=available_on,
-            now=available_on,
+            ledger.posting(
+                type="payment",
+                source_id=new_id("eng"),
+                currency=currency,
+                legs=[
+                    Leg(ledger.account_book(account_id), amount),
+                    Leg("advertiser:test", -amount),
+                ],
+                account_id=account_id,
+                amount=amount,
+                net=amount,
+                available_on=available_on,
+                now=available_on,
+            ),
         )
         session.commit()
         return transaction.id

@@ -25,6 +25,7 @@ from acr.payouts.ledger import (
     book_balance,
     book_balances,
     post,
+    posting,
     verify,
 )
 
@@ -64,7 +65,7 @@ def _payment(account_id: str, source: str, cost: int = 100, share: int = 30) -> 
 def test_postings_balance_and_pending_becomes_available(services: Services) -> None:
     account_id = _account(services)
     with services.sessions() as session:
-        post(session, **_payment(account_id, "eng_1"))  # type: ignore[arg-type]
+        post(session, posting(**_payment(account_id, "eng_1")))  # type: ignore[arg-type]
         session.commit()
         book = account_book(account_id)
         assert book_balance(session, book, "usd", NOW).pending == 30
@@ -78,12 +79,12 @@ def test_postings_balance_and_pending_becomes_available(services: Services) -> N
 def test_a_duplicate_is_refused_without_undoing_the_callers_work(services: Services) -> None:
     account_id = _account(services)
     with services.sessions() as session:
-        post(session, **_payment(account_id, "eng_1"))  # type: ignore[arg-type]
+        post(session, posting(**_payment(account_id, "eng_1")))  # type: ignore[arg-type]
         session.commit()
     with services.sessions() as session:
         session.add(Event(type="other.work", data={}))
         with pytest.raises(DuplicatePostingError):
-            post(session, **_payment(account_id, "eng_1"))  # type: ignore[arg-type]
+            post(session, posting(**_payment(account_id, "eng_1")))  # type: ignore[arg-type]
         session.commit()
         assert session.scalar(select(func.count()).select_from(LedgerTransaction)) == 1
         assert session.scalar(select(func.count()).where(Event.type == "other.work")) == 1
@@ -104,7 +105,7 @@ def test_bad_postings_write_nothing(
 ) -> None:
     with services.sessions() as session:
         with pytest.raises(LedgerError, match=message):
-            post(session, type="adjustment", source_id="x", currency=currency, legs=legs)
+            post(session, posting(type="adjustment", source_id="x", currency=currency, legs=legs))
         session.commit()
         assert session.scalar(select(func.count()).select_from(LedgerEntry)) == 0
 
@@ -129,7 +130,7 @@ def _break_the_ledger(services: Services, account_id: str) -> None:
 def test_verify_finds_a_broken_entry(services: Services) -> None:
     account_id = _account(services)
     with services.sessions() as session:
-        post(session, **_payment(account_id, "eng_1"))  # type: ignore[arg-type]
+        post(session, posting(**_payment(account_id, "eng_1")))  # type: ignore[arg-type]
         session.commit()
     _break_the_ledger(services, account_id)
     with services.sessions() as session:
@@ -144,10 +145,12 @@ def test_account_problems_sees_books_of_unknown_accounts(services: Services) -> 
     with services.sessions() as session:
         post(
             session,
-            type="adjustment",
-            source_id="adj_1",
-            currency="usd",
-            legs=[Leg(PLATFORM_FEES, -7), Leg(account_book("acct_ghost"), 7)],
+            posting(
+                type="adjustment",
+                source_id="adj_1",
+                currency="usd",
+                legs=[Leg(PLATFORM_FEES, -7), Leg(account_book("acct_ghost"), 7)],
+            ),
         )
         session.commit()
         problems = account_problems(session)
@@ -167,7 +170,7 @@ def test_acr_payouts_verify(
     monkeypatch.setenv("ACR_DATA_DIR", str(services.settings.data_dir))
     account_id = _account(services)
     with services.sessions() as session:
-        post(session, **_payment(account_id, "eng_1"))  # type: ignore[arg-type]
+        post(session, posting(**_payment(account_id, "eng_1")))  # type: ignore[arg-type]
         session.commit()
     assert main(["payouts", "verify", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)

@@ -37,6 +37,7 @@ from acr.payouts.ledger import (
     book_balance,
     held_book,
     post,
+    posting,
     verify,
 )
 from acr.payouts.revenue import (
@@ -316,12 +317,14 @@ def test_an_engagement_already_in_the_ledger_is_marked_not_posted_again(
     with services.sessions() as session:
         post(
             session,
-            type="payment",
-            source_id=first,
-            currency="usd",
-            legs=[Leg(advertiser_book(world.org), -100), Leg(PLATFORM_UNALLOCATED, 100)],
-            amount=100,
-            now=NOW,
+            posting(
+                type="payment",
+                source_id=first,
+                currency="usd",
+                legs=[Leg(advertiser_book(world.org), -100), Leg(PLATFORM_UNALLOCATED, 100)],
+                amount=100,
+                now=NOW,
+            ),
         )
         session.commit()
     at = NOW + timedelta(seconds=1)

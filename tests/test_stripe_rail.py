@@ -387,17 +387,19 @@ def stripe_payout(
         )
         ledger.post(
             session,
-            type="adjustment",
-            source_id=f"fund-{account.id}",
-            currency="usd",
-            legs=[
-                ledger.Leg(ledger.account_book(account.id), 10_000),
-                ledger.Leg(ledger.PLATFORM_UNALLOCATED, -10_000),
-            ],
-            account_id=account.id,
-            amount=10_000,
-            net=10_000,
-            available_on=datetime.now(UTC) - timedelta(days=1),
+            ledger.posting(
+                type="adjustment",
+                source_id=f"fund-{account.id}",
+                currency="usd",
+                legs=[
+                    ledger.Leg(ledger.account_book(account.id), 10_000),
+                    ledger.Leg(ledger.PLATFORM_UNALLOCATED, -10_000),
+                ],
+                account_id=account.id,
+                amount=10_000,
+                net=10_000,
+                available_on=datetime.now(UTC) - timedelta(days=1),
+            ),
         )
         payout = create_payout(
             session, PayoutRequest(account.id, 2500, "usd"), terms=PayoutTerms(rail="stripe")

@@ -77,8 +77,7 @@ class Leg:
     available_on: datetime | None = None
 
 
-def post(
-    session: Session,
+def posting(
     *,
     type: str,
     source_id: str,
@@ -92,7 +91,7 @@ def post(
     description: str = "",
     now: datetime | None = None,
 ) -> LedgerTransaction:
-    """Record one balanced movement of money in the caller's transaction.
+    """One balanced movement of money, checked and built but not yet in any session.
 
     Parameters
     ----------
@@ -111,8 +110,6 @@ def post(
     ------
     LedgerError
         Unbalanced legs, fewer than two, non-integer amounts, a bad currency.
-    DuplicatePostingError
-        ``(type, source_id)`` is already posted; the caller's transaction is intact.
     """
     if not CURRENCY.match(currency):
         raise LedgerError(f"currency {currency!r} is not a lower-case ISO 4217 code")
@@ -146,13 +143,26 @@ def post(
         for leg in legs
         if leg.amount != 0
     ]
+    return transaction
+
+
+def post(session: Session, transaction: LedgerTransaction) -> LedgerTransaction:
+    """Record a :func:`posting` in the caller's transaction.
+
+    Raises
+    ------
+    DuplicatePostingError
+        Its ``(type, source_id)`` is already posted; the caller's transaction is intact.
+    """
     try:
         # A savepoint: a duplicate must not roll back the caller's other work.
         with session.begin_nested():
             session.add(transaction)
             session.flush()
     except IntegrityError:
-        raise DuplicatePostingError(f"{type} for {source_id} is already posted") from None
+        raise DuplicatePostingError(
+            f"{transaction.type} for {transaction.source_id} is already posted"
+        ) from None
     return transaction
 
 

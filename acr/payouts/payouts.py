@@ -366,29 +366,33 @@ def create_payout(
     book = ledger.account_book(account.id)
     transaction = ledger.post(
         session,
-        type="payout",
-        source_id=payout.id,
-        currency=currency,
-        legs=[Leg(book, -amount), Leg(ledger.RAIL_IN_TRANSIT, amount)],
-        account_id=account.id,
-        amount=-amount,
-        net=-amount,
-        description=request.description or f"payout {payout.id}",
-        now=now,
+        ledger.posting(
+            type="payout",
+            source_id=payout.id,
+            currency=currency,
+            legs=[Leg(book, -amount), Leg(ledger.RAIL_IN_TRANSIT, amount)],
+            account_id=account.id,
+            amount=-amount,
+            net=-amount,
+            description=request.description or f"payout {payout.id}",
+            now=now,
+        ),
     )
     payout.balance_transaction_id = transaction.id
     if fee:
         ledger.post(
             session,
-            type="payout_fee",
-            source_id=payout.id,
-            currency=currency,
-            legs=[Leg(book, -fee), Leg(ledger.PLATFORM_FEES, fee)],
-            account_id=account.id,
-            amount=-fee,
-            net=-fee,
-            description=f"instant payout fee for {payout.id}",
-            now=now,
+            ledger.posting(
+                type="payout_fee",
+                source_id=payout.id,
+                currency=currency,
+                legs=[Leg(book, -fee), Leg(ledger.PLATFORM_FEES, fee)],
+                account_id=account.id,
+                amount=-fee,
+                net=-fee,
+                description=f"instant payout fee for {payout.id}",
+                now=now,
+            ),
         )
     _emit(session, "payout.created", payout, None)
     return payout
@@ -456,17 +460,19 @@ def _reverse(
         legs.append(Leg(ledger.PLATFORM_FEES, -payout.fee))
     return ledger.post(
         session,
-        type=type,
-        source_id=payout.id,
-        currency=payout.currency,
-        legs=legs,
-        account_id=payout.account_id,
-        # Stripe's sign convention: a refunded fee is a negative fee, net = amount - fee.
-        amount=payout.amount,
-        fee=-payout.fee,
-        net=payout.amount + payout.fee,
-        description=f"{type.replace('_', ' ')} of {payout.id}",
-        now=now,
+        ledger.posting(
+            type=type,
+            source_id=payout.id,
+            currency=payout.currency,
+            legs=legs,
+            account_id=payout.account_id,
+            # Stripe's sign convention: a refunded fee is a negative fee, net = amount - fee.
+            amount=payout.amount,
+            fee=-payout.fee,
+            net=payout.amount + payout.fee,
+            description=f"{type.replace('_', ' ')} of {payout.id}",
+            now=now,
+        ),
     )
 
 
@@ -553,15 +559,17 @@ def apply_update(session: Session, update: RailUpdate) -> bool:
             return False
         ledger.post(
             session,
-            type="payout_paid",
-            source_id=payout.id,
-            currency=payout.currency,
-            legs=[
-                Leg(ledger.RAIL_IN_TRANSIT, -payout.amount),
-                Leg(ledger.RAIL_PAID, payout.amount),
-            ],
-            description=f"payout {payout.id} arrived",
-            now=now,
+            ledger.posting(
+                type="payout_paid",
+                source_id=payout.id,
+                currency=payout.currency,
+                legs=[
+                    Leg(ledger.RAIL_IN_TRANSIT, -payout.amount),
+                    Leg(ledger.RAIL_PAID, payout.amount),
+                ],
+                description=f"payout {payout.id} arrived",
+                now=now,
+            ),
         )
         payout.status = "paid"
         payout.rail_state = "done"

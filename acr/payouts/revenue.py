@@ -47,10 +47,11 @@ Choices:
 * Concurrency: :func:`accrue_engagements` claims engagements with ``FOR UPDATE
   SKIP LOCKED`` on PostgreSQL, so concurrent workers split the work (a row
   another worker has accrued meanwhile fails the re-checked ``accrued_at IS
-  NULL``); a posting that loses a race anyway, or that was posted before its
-  engagement was marked, is refused by the ``(type, source_id)`` unique
-  constraint in its savepoint, and the engagement is marked accrued without a
-  second posting. On SQLite ``BEGIN IMMEDIATE`` serialises the workers.
+  NULL``); an engagement whose payment is in the ledger already (posted before
+  it was marked) is marked without a second posting. A batch's postings are
+  flushed together, without a savepoint each: the ``(type, source_id)`` unique
+  constraint stays the backstop, and should it refuse one the batch rolls back
+  whole. On SQLite ``BEGIN IMMEDIATE`` serialises the workers.
 """
 
 from __future__ import annotations
@@ -82,7 +83,6 @@ from acr.payouts.balance import account_balance, balance_document
 from acr.payouts.ledger import (
     PLATFORM_FEES,
     PLATFORM_UNALLOCATED,
-    DuplicatePostingError,
     LedgerError,
     Leg,
     account_book,
@@ -91,6 +91,7 @@ from acr.payouts.ledger import (
     held_book,
     lock_account,
     post,
+    posting,
 )
 
 log = logging.getLogger("acr.payouts.revenue")
@@ -223,15 +224,26 @@ def accrue_engagements(
             return False
         owners = {e.owner_account_id for e in engagements if e.owner_account_id}
         accounts = {a.id: a for a in session.scalars(select(Account).where(Account.id.in_(owners)))}
+        # Posted already: before accrued_at existed, or by a worker whose mark was lost.
+        posted = set(
+            session.scalars(
+                select(LedgerTransaction.source_id).where(
+                    LedgerTransaction.type == PAYMENT,
+                    LedgerTransaction.source_id.in_([e.id for e in engagements]),
+                )
+            )
+        )
         released: dict[tuple[str, str], int] = defaultdict(int)
         accrued: list[str] = []
         refused: dict[str, str] = {}
         for engagement in engagements:
+            if engagement.id in posted:
+                accrued.append(engagement.id)
+                continue
             account = accounts.get(engagement.owner_account_id or "")
             legs, account_id, available_on = _legs(engagement, account)
             try:
-                post(
-                    session,
+                payment = posting(
                     type=PAYMENT,
                     source_id=engagement.id,
                     currency=engagement.currency,
@@ -244,19 +256,20 @@ def accrue_engagements(
                     description=f"engagement of campaign {engagement.campaign_id}",
                     now=now,
                 )
-            except DuplicatePostingError:
-                accrued.append(engagement.id)  # posted already: by another worker, or before
-                continue
             except LedgerError as error:
                 # Bad data must not stop the others, nor be looked at again every tick.
                 log.error("engagement %s cannot be accrued: %s", engagement.id, error)
                 refused[engagement.id] = str(error)[:ACCRUAL_ERROR_LENGTH]
                 continue
+            # One flush for the batch: the rows it claimed are this worker's alone (the
+            # write lock on SQLite, SKIP LOCKED on PostgreSQL), and the ones posted
+            # already were set aside above. Should the (type, source_id) constraint
+            # still refuse one, the whole batch rolls back and the next tick sees why.
+            session.add(payment)
             accrued.append(engagement.id)
             if account_id is not None and available_on <= now and engagement.owner_share:
                 released[(account_id, engagement.currency)] += engagement.owner_share
-        # Marked after the postings, with statements of their own: a pending change to an
-        # engagement would be flushed in the next posting's savepoint, and undone with it.
+        session.flush()
         unsynchronised = {"synchronize_session": False}
         if accrued:
             session.execute(
@@ -423,16 +436,18 @@ def transfer_held(
     transfer_id = transfer_id or new_id("tr")
     transaction = post(
         session,
-        type=TRANSFER,
-        source_id=transfer_id,
-        currency=currency,
-        legs=[Leg(held_book(account.id), -amount), Leg(account_book(account.id), amount)],
-        account_id=account.id,
-        amount=amount,
-        net=amount,
-        available_on=now,
-        description=description,
-        now=now,
+        posting(
+            type=TRANSFER,
+            source_id=transfer_id,
+            currency=currency,
+            legs=[Leg(held_book(account.id), -amount), Leg(account_book(account.id), amount)],
+            account_id=account.id,
+            amount=amount,
+            net=amount,
+            available_on=now,
+            description=description,
+            now=now,
+        ),
     )
     emit(
         session,
