@@ -27,14 +27,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import case, func, literal, select
+from sqlalchemy import case, func, insert, literal, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from acr.db.models import Account, LedgerEntry, LedgerTransaction, utcnow
+from acr.db.models import Account, LedgerEntry, LedgerTransaction, new_id, utcnow
 
 CURRENCY = re.compile(r"^[a-z]{3}$")
 
@@ -77,6 +78,44 @@ class Leg:
     available_on: datetime | None = None
 
 
+@dataclass(frozen=True)
+class Posting:
+    """One checked, balanced movement of money, not yet recorded (see :func:`posting`)."""
+
+    id: str
+    type: str
+    source_id: str
+    account_id: str | None
+    currency: str
+    amount: int
+    fee: int
+    net: int
+    available_on: datetime
+    description: str
+    created_at: datetime
+    legs: tuple[Leg, ...]
+
+    def transaction_row(self) -> dict[str, Any]:
+        """The ``ledger_transactions`` row."""
+        row = {f.name: getattr(self, f.name) for f in fields(self)}
+        del row["legs"]
+        return row
+
+    def entry_rows(self) -> list[dict[str, Any]]:
+        """The ``ledger_entries`` rows, one per leg that moves money."""
+        return [
+            {
+                "transaction_id": self.id,
+                "book": leg.book,
+                "currency": self.currency,
+                "amount": leg.amount,
+                "available_on": leg.available_on or self.available_on,
+            }
+            for leg in self.legs
+            if leg.amount != 0
+        ]
+
+
 def posting(
     *,
     type: str,
@@ -90,8 +129,8 @@ def posting(
     available_on: datetime | None = None,
     description: str = "",
     now: datetime | None = None,
-) -> LedgerTransaction:
-    """One balanced movement of money, checked and built but not yet in any session.
+) -> Posting:
+    """Check and build one balanced movement of money.
 
     Parameters
     ----------
@@ -120,8 +159,8 @@ def posting(
     if sum(leg.amount for leg in legs) != 0:
         raise LedgerError(f"legs of {type} {source_id} do not balance")
     now = now or utcnow()
-    available_on = available_on or now
-    transaction = LedgerTransaction(
+    return Posting(
+        id=new_id("txn"),
         type=type,
         source_id=source_id,
         account_id=account_id,
@@ -129,31 +168,23 @@ def posting(
         amount=amount,
         fee=fee,
         net=net,
-        available_on=available_on,
+        available_on=available_on or now,
         description=description,
         created_at=now,
+        legs=tuple(legs),
     )
-    transaction.entries = [
-        LedgerEntry(
-            book=leg.book,
-            currency=currency,
-            amount=leg.amount,
-            available_on=leg.available_on or available_on,
-        )
-        for leg in legs
-        if leg.amount != 0
-    ]
-    return transaction
 
 
-def post(session: Session, transaction: LedgerTransaction) -> LedgerTransaction:
-    """Record a :func:`posting` in the caller's transaction.
+def post(session: Session, movement: Posting) -> LedgerTransaction:
+    """Record one posting in the caller's transaction; its ledger transaction.
 
     Raises
     ------
     DuplicatePostingError
         Its ``(type, source_id)`` is already posted; the caller's transaction is intact.
     """
+    transaction = LedgerTransaction(**movement.transaction_row())
+    transaction.entries = [LedgerEntry(**row) for row in movement.entry_rows()]
     try:
         # A savepoint: a duplicate must not roll back the caller's other work.
         with session.begin_nested():
@@ -161,9 +192,22 @@ def post(session: Session, transaction: LedgerTransaction) -> LedgerTransaction:
             session.flush()
     except IntegrityError:
         raise DuplicatePostingError(
-            f"{transaction.type} for {transaction.source_id} is already posted"
+            f"{movement.type} for {movement.source_id} is already posted"
         ) from None
     return transaction
+
+
+def post_all(session: Session, movements: Sequence[Posting]) -> None:
+    """Record many postings in the caller's transaction: one insert per table.
+
+    No savepoint each: the caller has made sure none of them is posted already.
+    Should the ``(type, source_id)`` constraint refuse one anyway, the statement
+    fails and the caller's transaction must be rolled back whole.
+    """
+    if not movements:
+        return
+    session.execute(insert(LedgerTransaction), [m.transaction_row() for m in movements])
+    session.execute(insert(LedgerEntry), [row for m in movements for row in m.entry_rows()])
 
 
 @dataclass(frozen=True)

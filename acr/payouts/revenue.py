@@ -85,12 +85,14 @@ from acr.payouts.ledger import (
     PLATFORM_UNALLOCATED,
     LedgerError,
     Leg,
+    Posting,
     account_book,
     advertiser_book,
     book_balance,
     held_book,
     lock_account,
     post,
+    post_all,
     posting,
 )
 
@@ -236,6 +238,7 @@ def accrue_engagements(
         released: dict[tuple[str, str], int] = defaultdict(int)
         accrued: list[str] = []
         refused: dict[str, str] = {}
+        payments: list[Posting] = []
         for engagement in engagements:
             if engagement.id in posted:
                 accrued.append(engagement.id)
@@ -261,15 +264,13 @@ def accrue_engagements(
                 log.error("engagement %s cannot be accrued: %s", engagement.id, error)
                 refused[engagement.id] = str(error)[:ACCRUAL_ERROR_LENGTH]
                 continue
-            # One flush for the batch: the rows it claimed are this worker's alone (the
-            # write lock on SQLite, SKIP LOCKED on PostgreSQL), and the ones posted
-            # already were set aside above. Should the (type, source_id) constraint
-            # still refuse one, the whole batch rolls back and the next tick sees why.
-            session.add(payment)
+            payments.append(payment)
             accrued.append(engagement.id)
             if account_id is not None and available_on <= now and engagement.owner_share:
                 released[(account_id, engagement.currency)] += engagement.owner_share
-        session.flush()
+        # The rows claimed are this worker's alone (the write lock on SQLite, SKIP
+        # LOCKED on PostgreSQL) and those posted already were set aside above.
+        post_all(session, payments)
         unsynchronised = {"synchronize_session": False}
         if accrued:
             session.execute(
