@@ -460,6 +460,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     points = curve(args.hours, args.queries, args.match_limit)
     cluster = None if args.no_cluster else cluster_run(args.queries, args.cluster_seconds)
     text = report(points, cluster, list(argv if argv is not None else sys.argv[1:]))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text)
     print(text)
     return 0
