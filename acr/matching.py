@@ -115,9 +115,23 @@ def align(
     list of Alignment
         At most ``top_k``, one per reference, by decreasing evidence.
     """
+    fitted = candidate_alignments(
+        hits, query_frames=query_frames, ref_frames=ref_frames, n_references=n_references
+    )
+    return best_per_reference(fitted, top_k=top_k, min_confidence=min_confidence)
+
+
+def candidate_alignments(
+    hits: Hits, *, query_frames: int, ref_frames: Callable[[int], int], n_references: int
+) -> list[Alignment]:
+    """The alignment fitted at each of the strongest coarse candidates, best first.
+
+    Several may name one reference (music that repeats itself); see
+    :func:`best_per_reference` for one each. Parameters as :func:`align`.
+    """
     if hits.keys.size == 0:
         return []
-    results: list[Alignment] = []
+    fitted: list[Alignment] = []
     of_key: dict[int, tuple[NDArray[np.int64], NDArray[np.int64]]] = {}
     for key, coarse_offset in _coarse_candidates(hits, CANDIDATES):
         if key not in of_key:
@@ -128,14 +142,18 @@ def align(
             query, ref, key, coarse_offset, query_frames, ref_frames(key), n_references
         )
         if alignment is not None:
-            results.append(alignment)
-    best_per_key: dict[int, Alignment] = {}
-    for alignment in results:
-        current = best_per_key.get(alignment.key)
-        if current is None or alignment.evidence > current.evidence:
-            best_per_key[alignment.key] = alignment
-    ranked = sorted(best_per_key.values(), key=lambda a: a.evidence, reverse=True)
-    return [a for a in ranked if a.confidence >= min_confidence][:top_k]
+            fitted.append(alignment)
+    return sorted(fitted, key=lambda a: a.evidence, reverse=True)
+
+
+def best_per_reference(
+    fitted: list[Alignment], *, top_k: int, min_confidence: float
+) -> list[Alignment]:
+    """The best of ``fitted`` (best first) for each reference, the ``top_k`` strongest confident."""
+    best: dict[int, Alignment] = {}
+    for alignment in fitted:
+        best.setdefault(alignment.key, alignment)
+    return [a for a in best.values() if a.confidence >= min_confidence][:top_k]
 
 
 def segment_alignments(

@@ -39,7 +39,9 @@ from acr.matching import (
     Alignment,
     Hits,
     align,
+    best_per_reference,
     best_vote,
+    candidate_alignments,
     confidence_from_evidence,
     segment_alignments,
 )
@@ -197,8 +199,14 @@ def identify(
     """
     top_k = max(1, top_k)
     hits = query.hits(IDENTITY, exact=True)
-    ranked = query.align(IDENTITY, hits, top_k=top_k, min_confidence=min_confidence)
-    if not _decisive(query, hits, ranked):
+    fitted = candidate_alignments(
+        hits,
+        query_frames=query.frames,
+        ref_frames=query.ref_frames,
+        n_references=query.n_references,
+    )
+    ranked = best_per_reference(fitted, top_k=top_k, min_confidence=min_confidence)
+    if not _decisive(fitted, query.frames):
         hits = query.hits(IDENTITY)
         ranked = query.align(IDENTITY, hits, top_k=top_k, min_confidence=min_confidence)
     warp = IDENTITY
@@ -238,27 +246,32 @@ def identify(
     )
 
 
-def _decisive(query: Query, hits: Hits, ranked: list[Alignment]) -> bool:
-    """Whether an exact-code answer settles the sample: overwhelming, untilted, whole, alone.
+def _decisive(fitted: list[Alignment], query_frames: int) -> bool:
+    """Whether exact-code alignments (best first) settle the sample.
 
-    Alone: once the hits near its line are set aside, what aligns best among
-    the rest has less than :data:`DECISIVE_RIVAL_RATIO` of its evidence.
+    The best must be overwhelming, untilted and span the sample, and the best
+    of the other lines (elsewhere in that reference, or in another) must have
+    less than :data:`DECISIVE_RIVAL_RATIO` of its evidence.
     """
-    if not ranked:
+    if not fitted:
         return False
-    best = ranked[0]
+    best = fitted[0]
     span = best.query_end_frame - best.query_start_frame
     if (
         best.evidence < DECISIVE_EVIDENCE
         or abs(best.scale - 1.0) >= TILTED_SCALE
-        or span < DECISIVE_COVERAGE * query.frames
+        or span < DECISIVE_COVERAGE * query_frames
     ):
         return False
-    residual = hits.ref_frames - best.scale * hits.query_frames - best.offset_frames
-    elsewhere = (hits.keys != best.key) | (np.abs(residual) > COARSE_BIN_FRAMES)
-    rest = Hits(hits.query_frames[elsewhere], hits.keys[elsewhere], hits.ref_frames[elsewhere])
-    rivals = query.align(IDENTITY, rest, top_k=1, min_confidence=0.0)
-    return not rivals or rivals[0].evidence < DECISIVE_RIVAL_RATIO * best.evidence
+    rival = next(
+        (
+            a
+            for a in fitted[1:]
+            if a.key != best.key or abs(a.offset_frames - best.offset_frames) > COARSE_BIN_FRAMES
+        ),
+        None,
+    )
+    return rival is None or rival.evidence < DECISIVE_RIVAL_RATIO * best.evidence
 
 
 def best_warp(query: Query, *, top_k: int = 1) -> tuple[Warp, Hits, list[Alignment]] | None:
