@@ -8,10 +8,14 @@ JSON API. The browser runs the whole story in ``test_dashboard_browser.py``.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 import time
 from typing import TYPE_CHECKING
 
+import pytest
+import starlette.formparsers
 from fastapi.testclient import TestClient
 
 from acr.auth import authenticate, revoke_key
@@ -233,6 +237,42 @@ def test_campaign_forms_actions_and_tenancy(
     nameless = admin.post("/dashboard/campaigns/new", data={**fields, "csrf_token": admin_token})
     assert nameless.status_code == 422
     assert "admin keys name the organisation" in nameless.text
+
+
+def test_library_upload_streams_once_and_checks_the_form_first(
+    client: TestClient, keys: Keys, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dashboard's upload is parsed as it arrives, as POST /v1/content's is."""
+
+    def no_spooling(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the upload went through Starlette's form parser")
+
+    monkeypatch.setattr(starlette.formparsers.MultiPartParser, "parse", no_spooling)
+    token = sign_in(client, keys.acme)
+    data = os.urandom(2 * 1024 * 1024 + 3)  # past Starlette's 1 MiB spool threshold
+    forged = client.post(
+        "/dashboard/content",
+        data={"csrf_token": "not-the-session's", "kind": "song"},
+        files={"file": ("take.wav", data, "audio/wav")},
+    )
+    assert forged.status_code == 403 and "csrf_failed" in forged.text
+    nameless = client.post(
+        "/dashboard/content",
+        data={"csrf_token": token, "kind": "jingle"},
+        files={"file": ("take.wav", data, "audio/wav")},
+    )
+    assert nameless.status_code == 422 and "Input should be" in nameless.text
+    media = services.settings.media_path
+    assert [p for p in media.rglob("*") if p.is_file()] == []  # nothing kept from either
+    uploaded = client.post(
+        "/dashboard/content",
+        data={"csrf_token": token, "kind": "song", "title": "Streamed"},
+        files={"file": ("take.wav", data, "audio/wav")},
+        follow_redirects=False,
+    )
+    assert uploaded.status_code == 303
+    digest = hashlib.sha256(data).hexdigest()
+    assert [p for p in media.rglob("*") if p.is_file()] == [media / digest[:2] / f"{digest}.wav"]
 
 
 def test_library_and_payouts_follow_the_api_permissions(

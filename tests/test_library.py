@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +23,7 @@ from acr.library.imports import (
     resolve_import_path,
 )
 from acr.library.indexing import MAX_ATTEMPTS, ContentIndexer, sync_from_index
-from acr.library.uploads import INCOMING_DIR, IncomingMedia, media_suffix, store_upload
+from acr.library.uploads import INCOMING_DIR, IncomingMedia, StoredMedia, media_suffix
 from acr.settings import Settings
 from api.services import Services
 
@@ -35,36 +34,44 @@ def _leftovers(media: Path) -> list[Path]:
     return sorted(p for p in media.rglob("*") if p.is_file())
 
 
-def test_store_upload_is_content_addressed_and_deduplicated(tmp_path: Path) -> None:
+def _store(data: bytes, media: Path, *, filename: str | None, max_bytes: int) -> StoredMedia:
+    """Feed ``data`` to the library in copy-sized pieces, as an upload arrives, and commit it."""
+    with IncomingMedia(media, max_bytes=max_bytes) as incoming:
+        for start in range(0, len(data), 1 << 20):
+            incoming.write(data[start : start + (1 << 20)])
+        return incoming.commit(filename)
+
+
+def test_uploads_are_content_addressed_and_deduplicated(tmp_path: Path) -> None:
     media = tmp_path / "media"
     data = os.urandom(3 * (1 << 20) + 17)  # several copy chunks
-    first = store_upload(io.BytesIO(data), media, filename="Song.MP3", max_bytes=len(data))
+    first = _store(data, media, filename="Song.MP3", max_bytes=len(data))
     assert first.created
     assert first.size_bytes == len(data)
     assert first.path == media / first.sha256[:2] / f"{first.sha256}.mp3"
     assert first.path.read_bytes() == data
     assert file_sha256(first.path) == first.sha256
     # The same bytes under another name and extension: no second copy.
-    again = store_upload(io.BytesIO(data), media, filename="other.wav", max_bytes=len(data))
+    again = _store(data, media, filename="other.wav", max_bytes=len(data))
     assert not again.created
     assert again.path == first.path
     assert _leftovers(media) == [first.path]
 
 
-def test_store_upload_refuses_empty_and_oversize_and_keeps_nothing(tmp_path: Path) -> None:
+def test_uploads_refuse_empty_and_oversize_and_keep_nothing(tmp_path: Path) -> None:
     media = tmp_path / "media"
     with pytest.raises(EmptyMediaError):
-        store_upload(io.BytesIO(b""), media, filename="a.wav", max_bytes=10)
+        _store(b"", media, filename="a.wav", max_bytes=10)
     with pytest.raises(MediaTooLargeError):
-        store_upload(io.BytesIO(b"x" * 11), media, filename="a.wav", max_bytes=10)
+        _store(b"x" * 11, media, filename="a.wav", max_bytes=10)
     assert _leftovers(media) == []
     assert (media / INCOMING_DIR).is_dir()
-    exact = store_upload(io.BytesIO(b"x" * 10), media, filename=None, max_bytes=10)
+    exact = _store(b"x" * 10, media, filename=None, max_bytes=10)
     assert exact.path.suffix == ""
 
 
 def test_incoming_media_fed_in_pieces_is_stored_like_a_file(tmp_path: Path) -> None:
-    """The streamed way in and :func:`store_upload` end at the same content address."""
+    """Bytes fed in odd-sized pieces end at the same content address as in copy-sized ones."""
     media = tmp_path / "media"
     data = os.urandom(2 * (1 << 20) + 5)
     with IncomingMedia(media, max_bytes=len(data)) as incoming:
@@ -75,7 +82,7 @@ def test_incoming_media_fed_in_pieces_is_stored_like_a_file(tmp_path: Path) -> N
     assert streamed.created and streamed.size_bytes == len(data)
     assert streamed.path == media / streamed.sha256[:2] / f"{streamed.sha256}.ogg"
     assert file_sha256(streamed.path) == streamed.sha256
-    copied = store_upload(io.BytesIO(data), media, filename="clip.wav", max_bytes=len(data))
+    copied = _store(data, media, filename="clip.wav", max_bytes=len(data))
     assert (copied.path, copied.created) == (streamed.path, False)
     assert _leftovers(media) == [streamed.path]
 

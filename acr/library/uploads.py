@@ -7,10 +7,9 @@ file at its final path is always complete; a crash leaves at most a temporary
 file. The same bytes uploaded twice land on the same path, so the second copy
 is simply dropped.
 
-There is one way in: a caller holding a file object uses :func:`store_upload`;
-one receiving the bytes piece by piece (the HTTP route parses the request body
-as it arrives) feeds an :class:`IncomingMedia` itself. Both end in
-:meth:`IncomingMedia.commit`.
+There is one way in: the bytes are fed to an :class:`IncomingMedia` piece by
+piece as they arrive (the HTTP routes parse the request body as it comes) and
+:meth:`IncomingMedia.commit` puts them in place.
 """
 
 from __future__ import annotations
@@ -22,17 +21,15 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
 
 from acr.errors import EmptyMediaError, MediaTooLargeError
 from acr.index.segment import fsync_directory
 
-__all__ = ["INCOMING_DIR", "IncomingMedia", "StoredMedia", "media_suffix", "store_upload"]
+__all__ = ["INCOMING_DIR", "IncomingMedia", "StoredMedia", "media_suffix"]
 
 INCOMING_DIR = ".incoming"
 """Temporary files live beside the library so that the final rename stays on one file system."""
 
-CHUNK_BYTES = 1 << 20
 _SUFFIX = re.compile(r"^\.[a-z0-9]{1,10}$")
 
 
@@ -216,36 +213,3 @@ class IncomingMedia:
         traceback: TracebackType | None,
     ) -> None:
         self.discard()
-
-
-def store_upload(
-    source: BinaryIO, media_dir: Path, *, filename: str | None, max_bytes: int
-) -> StoredMedia:
-    """Copy ``source`` into the library, hashing it on the way.
-
-    Parameters
-    ----------
-    source : binary file object
-        Read from its current position to its end.
-    media_dir : Path
-        Root of the library (created if missing).
-    filename : str or None
-        The client's file name; only its extension is used.
-    max_bytes : int
-        Largest accepted upload.
-
-    Returns
-    -------
-    StoredMedia
-
-    Raises
-    ------
-    EmptyMediaError
-        The upload holds no bytes.
-    MediaTooLargeError
-        It holds more than ``max_bytes`` (nothing is kept).
-    """
-    with IncomingMedia(media_dir, max_bytes=max_bytes) as incoming:
-        while block := source.read(CHUNK_BYTES):
-            incoming.write(block)
-        return incoming.commit(filename)

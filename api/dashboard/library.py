@@ -4,20 +4,21 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Request, UploadFile
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.orm import Session
-from starlette.datastructures import UploadFile as FormFile
 from starlette.responses import RedirectResponse, Response
 
 from acr.auth import Principal
 from acr.library.contents import Kind
 from api.dashboard.pages import PREFIX, PageRoute, render
-from api.dashboard.session import FormDep, VisitorDep
+from api.dashboard.session import FormDep, VisitorDep, check_csrf, form_session
 from api.deps import ServicesDep, SessionDep
 from api.problems import Problem
 from api.routers import accounts as accounts_api
 from api.routers import content as content_api
+from api.services import Services
 
 router = APIRouter(route_class=PageRoute)
 
@@ -95,50 +96,64 @@ def library(
 
 
 @router.post("/content")
-def upload(request: Request, visitor: VisitorDep, services: ServicesDep, form: FormDep) -> Response:
+async def upload(request: Request, visitor: VisitorDep, services: ServicesDep) -> Response:
+    # Streamed as POST /v1/content streams it: the file is written once, into the library.
+    state = form_session(request, services)
     errors: dict[str, str] = {}
-    given = form.get("file")
-    if not isinstance(given, FormFile) or not given.filename:
-        errors["file"] = "Choose a media file to upload."
     try:
-        fields = UploadFields.model_validate(
-            {key: form.get(key) or "" for key in ("kind", "title", "owner_account_id")}
+        form = await content_api.received_upload(
+            request, services, (*UploadFields.model_fields, "csrf_token")
         )
-    except ValidationError as error:
-        errors.update({str(e["loc"][0]): e["msg"] for e in error.errors()})
-    if not errors:
-        assert isinstance(given, FormFile)
-        try:
-            content_api.upload(
-                request,
-                Response(),
-                visitor.principal,
-                services,
-                UploadFile(
-                    given.file, size=given.size, filename=given.filename, headers=given.headers
-                ),
-                fields.kind,
-                fields.title or None,
-                fields.owner_account_id or None,
-                None,
-                None,
-            )
-        except Problem as problem:
-            if problem.status not in (400, 413, 415, 422):
-                raise
-            errors["file"] = problem.detail
+    except Problem as problem:
+        if problem.status not in (400, 413, 415):
+            raise
+        form, errors["file"] = None, problem.detail
+    try:
+        if form is not None:
+            check_csrf(state, form.fields.get("csrf_token"))
+            if form.file is None or not form.filename:
+                errors["file"] = "Choose a media file to upload."
+            try:
+                fields = UploadFields.model_validate(
+                    {key: form.fields.get(key) or "" for key in UploadFields.model_fields}
+                )
+            except ValidationError as error:
+                errors.update({str(e["loc"][0]): e["msg"] for e in error.errors()})
+        if not errors:
+            assert form is not None
+            try:
+                await content_api.register_received(
+                    request,
+                    Response(),
+                    visitor.principal,
+                    services,
+                    form,
+                    content_api.UploadFields(
+                        kind=fields.kind,
+                        title=fields.title or None,
+                        owner_account_id=fields.owner_account_id or None,
+                    ),
+                )
+            except Problem as problem:
+                if problem.status not in (400, 413, 415, 422):
+                    raise
+                errors["file"] = problem.detail
+    finally:
+        if form is not None:
+            form.discard()  # a no-op once committed
     if errors:
-        with services.sessions() as session:
-            return _library_page(
-                request,
-                visitor.principal,
-                session,
-                status=None,
-                after=None,
-                errors=errors,
-                status_code=422,
-            )
+        return await run_in_threadpool(_refused, request, visitor.principal, services, errors)
     return RedirectResponse(f"{PREFIX}/content?notice=uploaded", status_code=303)
+
+
+def _refused(
+    request: Request, principal: Principal, services: Services, errors: dict[str, str]
+) -> Response:
+    """The library page again, with the upload form's errors."""
+    with services.sessions() as session:
+        return _library_page(
+            request, principal, session, status=None, after=None, errors=errors, status_code=422
+        )
 
 
 @router.post("/content/{content_id}/delete")

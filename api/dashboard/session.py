@@ -149,13 +149,16 @@ def current_visitor(request: Request, services: ServicesDep) -> Visitor:
 VisitorDep = Annotated[Visitor, Depends(current_visitor)]
 
 
-async def posted_form(request: Request, services: ServicesDep) -> FormData:
-    """The POSTed form, once its CSRF token has been checked against the session's."""
+def form_session(request: Request, services: Services) -> SessionState:
+    """The session a form is posted in, checked before its body is read."""
     state = read_state(request, services)
     if state is None:
         raise SignInRequired("Your session has expired: sign in again.")
-    form = await request.form()
-    token = form.get("csrf_token")
+    return state
+
+
+def check_csrf(state: SessionState, token: object) -> None:
+    """Refuse a form whose CSRF token is not its session's."""
     if not isinstance(token, str) or not hmac.compare_digest(token, state.csrf):
         raise Problem(
             403,
@@ -163,6 +166,13 @@ async def posted_form(request: Request, services: ServicesDep) -> FormData:
             "This form was not sent from your current dashboard session: reload the page "
             "and try again.",
         )
+
+
+async def posted_form(request: Request, services: ServicesDep) -> FormData:
+    """The POSTed form, once its CSRF token has been checked against the session's."""
+    state = form_session(request, services)
+    form = await request.form()
+    check_csrf(state, form.get("csrf_token"))
     return form
 
 

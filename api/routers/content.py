@@ -10,13 +10,13 @@ registered. Admins may also register files already on the server, in place.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request, Response, UploadFile
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -45,7 +45,7 @@ from acr.library.imports import (
     register_planned,
     resolve_import_path,
 )
-from acr.library.uploads import StoredMedia, store_upload
+from acr.library.uploads import StoredMedia
 from api.deps import AdminDep, ManagerDep, ServicesDep, SessionDep
 from api.multipart_upload import StreamedForm, receive_upload
 from api.pagination import newest_first, unknown_cursor
@@ -339,73 +339,66 @@ async def upload_streamed(
     # The body is parsed here, as it arrives, rather than by FastAPI: its form parsing would
     # spool the file to a temporary file of its own before it could be stored (see
     # api.multipart_upload). The caller's key is checked before any of the body is read.
-    form = await _received(request, services)
+    form = await received_upload(request, services, UploadFields.model_fields)
     try:
-        fields = _upload_fields(form)
-        assert form.file is not None  # checked by _upload_fields
-        filename = _plain_name(form.filename)
-        new = _new_content(fields, filename, principal)
-        # fsync and rename: disk work, off the event loop.
-        stored = await run_in_threadpool(_stored, partial(form.file.commit, filename))
+        return await register_received(
+            request, response, principal, services, form, _upload_fields(form)
+        )
     finally:
         form.discard()  # a no-op once committed
-    return await run_in_threadpool(
-        _register_upload, request, response, services, stored, new, filename
-    )
 
 
-async def _received(request: Request, services: Services) -> StreamedForm:
-    """The upload form, its file received into the library's intake (not yet committed)."""
+async def received_upload(
+    request: Request, services: Services, text_fields: Collection[str]
+) -> StreamedForm:
+    """An upload form, its file received into the library's intake (not yet committed).
+
+    Raises
+    ------
+    Problem
+        413 (the file or a field is too large), 415 (not a form), 400 (malformed).
+    """
     try:
         return await receive_upload(
             request,
             services.settings.media_path,
             max_file_bytes=services.settings.max_upload_bytes,
             file_field="file",
-            text_fields=UploadFields.model_fields,
+            text_fields=text_fields,
         )
     except MediaTooLargeError as error:
         raise Problem(413, "payload_too_large", error.message) from None
 
 
-def upload(
+async def register_received(
     request: Request,
     response: Response,
     principal: Principal,
     services: Services,
-    file: UploadFile,
-    kind: Kind,
-    title: str | None = None,
-    owner_account_id: str | None = None,
-    external_ids: str | None = None,
-    metadata: str | None = None,
+    form: StreamedForm,
+    fields: UploadFields,
 ) -> ContentView:
-    """Store and register an upload already received as a file object (the dashboard's form).
+    """Commit a received upload's file to the library and register it (202, or 200 if known).
 
-    The same checks and answers as ``POST /v1/content``, which streams its own body instead.
+    Shared by ``POST /v1/content`` and the dashboard's upload form. The caller
+    discards ``form`` afterwards (a no-op once committed).
+
+    Raises
+    ------
+    Problem
+        400 (the file is empty), 422 (malformed JSON maps).
     """
-    try:
-        fields = UploadFields(
-            kind=kind,
-            title=title,
-            owner_account_id=owner_account_id,
-            external_ids=external_ids,
-            metadata=metadata,
+    if form.file is None:
+        raise RequestValidationError(
+            [{"loc": ("body", "file"), "msg": "Field required", "type": "missing"}]
         )
-    except ValidationError as error:
-        raise RequestValidationError(_body_errors(error)) from None
-    filename = _plain_name(file.filename)
+    filename = _plain_name(form.filename)
     new = _new_content(fields, filename, principal)
-    stored = _stored(
-        partial(
-            store_upload,
-            file.file,
-            services.settings.media_path,
-            filename=filename,
-            max_bytes=services.settings.max_upload_bytes,
-        )
+    # fsync and rename: disk work, off the event loop.
+    stored = await run_in_threadpool(_stored, partial(form.file.commit, filename))
+    return await run_in_threadpool(
+        _register_upload, request, response, services, stored, new, filename
     )
-    return _register_upload(request, response, services, stored, new, filename)
 
 
 @router.get("", responses=responses(422))
