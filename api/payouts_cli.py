@@ -5,7 +5,10 @@
 sums to zero, every balance transaction's net is what it booked on its
 account) and the per-account ones (:func:`acr.payouts.balance.account_problems`:
 each account's balance equals its balance transactions, every book names an
-account). It prints each problem and exits 1 if there is any, 0 otherwise.
+account), and lists the engagements that accrual set aside as bad data
+(:func:`acr.payouts.revenue.unaccruable_engagements`: their revenue is in no
+ledger until the row is repaired). It prints each problem and exits 1 if there
+is any, 0 otherwise.
 
 ``acr payouts run`` makes one pass of :func:`acr.payouts.scheduler.run_once`
 (accrue revenue, make due automatic payouts, submit them, follow the rails):
@@ -41,11 +44,16 @@ def verify_database(database_url: str) -> tuple[list[str], dict[str, int]]:
     from acr.db.session import make_engine, session_factory
     from acr.payouts.balance import account_problems
     from acr.payouts.ledger import verify
+    from acr.payouts.revenue import unaccruable_engagements
 
     engine = make_engine(database_url)
     try:
         with session_factory(engine)() as session:
             problems = verify(session) + account_problems(session)
+            problems += [
+                f"engagement {engagement_id} is not accrued: {reason}"
+                for engagement_id, reason in unaccruable_engagements(session)
+            ]
             counts = {
                 "accounts": int(session.scalar(select(func.count()).select_from(Account)) or 0),
                 "transactions": int(

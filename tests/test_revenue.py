@@ -51,6 +51,7 @@ from acr.payouts.revenue import (
     unaccruable_engagements,
     waiting_engagements,
 )
+from api.payouts_cli import verify_database
 
 if TYPE_CHECKING:
     from api.services import Services
@@ -354,6 +355,8 @@ def test_an_engagement_with_bad_data_is_set_aside_not_retried_every_tick(
     with services.sessions() as session:
         assert unaccruable_engagements(session) == [(bad, marks[bad][1])]
         assert session.scalars(waiting_engagements(at, 10)).all() == []
+    problems, _ = verify_database(services.settings.database_url)  # `acr payouts verify`
+    assert problems == [f"engagement {bad} is not accrued: {marks[bad][1]}"]
 
     # Later ticks do not look at it again (nothing logged, nothing posted)…
     caplog.clear()
@@ -374,6 +377,7 @@ def test_an_engagement_with_bad_data_is_set_aside_not_retried_every_tick(
     with services.sessions() as session:
         assert session.scalar(select(func.count()).select_from(LedgerTransaction)) == 4
         assert unaccruable_engagements(session) == []
+    assert verify_database(services.settings.database_url)[0] == []
 
 
 def _plan(services: Services, statement: Any) -> str:
