@@ -63,8 +63,9 @@ def test_hits_at_the_edge_of_the_radius_are_not_evidence() -> None:
 
 
 def test_adjacent_frames_alone_cannot_place_a_sample() -> None:
-    assert _align([0.0, 0.25], [7], distance=20) == []
-    assert [a.key for a in _align([0.0, 0.5], [7], distance=20)] == [7]
+    assert _align([0.0, 0.25], [7], distance=20, min_confidence=0.0) == []
+    assert [a.key for a in _align([0.0, 0.5], [7], distance=20, min_confidence=0.0)] == [7]
+    assert [a.key for a in _align([0.0, 0.5, 1.0], [7], distance=20)] == [7]
 
 
 def test_pictures_shared_by_many_contents_weigh_little() -> None:
@@ -76,8 +77,12 @@ def test_pictures_shared_by_many_contents_weigh_little() -> None:
 def test_a_half_no_other_view_corroborates_counts_half() -> None:
     """Shared graphics over a smooth background are confined to one part of the picture."""
     bottom = HALVES[1]
-    assert _align([0.0, 0.5, 1.0], [7], distance=20, view=bottom) == []
-    assert [a.key for a in _align([0.0, 0.5, 1.0, 1.5], [7], distance=20, view=bottom)] == [7]
+    times = [0.0, 0.5, 1.0, 1.5]
+    half = _align(times, [7], distance=20, view=bottom, min_confidence=0.0)
+    whole = _align(times, [7], distance=20, min_confidence=0.0)
+    assert half[0].evidence == pytest.approx(0.5 * whole[0].evidence)
+    assert _align(times, [7], distance=20, view=bottom) == []
+    assert [a.key for a in _align([0.0, 0.5, 1.0, 1.5, 2.0, 2.5], [7], 20, view=bottom)] == [7]
 
 
 def test_a_view_that_keeps_its_picture_is_one_piece_of_evidence() -> None:

@@ -45,7 +45,8 @@ from acr.index.video_segment import (
 )
 from acr.results import Match, MatchResult
 from acr.signals.base import MediaSource
-from acr.signals.video import KIND, MIN_QUALITY, VideoHashes, VideoSignal
+from acr.signals.video import KIND, QUERY_MIN_QUALITY, VideoHashes, VideoSignal
+from acr.signals.video.views import evidence_views
 from acr.video_matching import (
     DEFAULT_MIN_CONFIDENCE,
     VideoAlignment,
@@ -407,12 +408,14 @@ class VideoIndex:
         started = time.perf_counter() if started is None else started
         if self.readonly:
             self.refresh()
-        usable = hashes.quality >= MIN_QUALITY
+        usable = hashes.quality >= QUERY_MIN_QUALITY
         query_hashes, views = hashes.hashes[usable], hashes.views[usable]
         times = hashes.times_s[usable]
         _, frame_of = np.unique(times, return_inverse=True)
         frames = frame_of.astype(np.int64)
-        groups = view_groups(query_hashes, frames, views)
+        # The overscan crops of a frame are one view's evidence (see ``evidence_views``).
+        evidence = evidence_views(views)
+        groups = view_groups(query_hashes, frames, evidence)
         hits = self._lookup.search(query_hashes, views)
         interval = 1.0 / self.signal.fps
         total_cells = max(1, round(sum(r.duration_s for r in self._records.values()) / interval))
@@ -420,7 +423,7 @@ class VideoIndex:
             hits,
             query_times_s=times,
             query_groups=groups,
-            query_views=views,
+            query_views=evidence,
             interval_s=interval,
             total_cells=total_cells,
             query_units=shot_units(query_hashes, frames, views),

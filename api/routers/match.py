@@ -167,7 +167,7 @@ async def match(
         UploadFile | None,
         File(
             description="Frame hashes computed on the client (acr video wire format, "
-            "about 1 KB per second of picture): a smart TV's own frame buffer"
+            "about 2.5 KB per second of picture): a smart TV's own frame buffer"
         ),
     ] = None,
     frames: Annotated[

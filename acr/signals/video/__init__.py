@@ -27,11 +27,12 @@ from numpy.typing import NDArray
 
 from acr.signals.audio.decode import DEFAULT_MAX_BYTES
 from acr.signals.base import MediaSource
-from acr.signals.video.bars import content_box
+from acr.signals.video.bars import content_box, room_box
 from acr.signals.video.frames import CHUNK_FRAMES, DecodeReport, FrameChunk, sample_frames
 from acr.signals.video.hashes import VideoHashes
 from acr.signals.video.inset import find_inset
 from acr.signals.video.pdq import HASH_BYTES, luma, pdq_hashes
+from acr.signals.video.screen import find_screens, straighten
 from acr.signals.video.views import (
     CENTRE,
     INSET,
@@ -46,6 +47,7 @@ __all__ = [
     "DEFAULT_FPS",
     "KIND",
     "MIN_QUALITY",
+    "QUERY_MIN_QUALITY",
     "QUERY_VIEWS",
     "REFERENCE_VIEWS",
     "VideoHashes",
@@ -59,9 +61,22 @@ KIND: Final = "video"
 DEFAULT_FPS: Final = 4.0
 """Frames sampled per second, on both sides."""
 
-MIN_QUALITY: Final = 50
-"""Hashes of lower PDQ quality (flat, black, nearly uniform views) are not kept:
-they carry no picture, and every black frame would match every other."""
+MIN_QUALITY: Final = 25
+"""Reference hashes of lower PDQ quality (flat, black, nearly uniform views) are not
+kept: they carry no picture, and every black frame would match every other. PDQ's
+quality is a sum of gradients (0-100); Meta's advice for single images is 50, but a
+pan over a smooth gradient (a sky, some desktop artwork) scores 25-45 and is still a
+picture: at 50, held-out 5 s clips of such shots had no reference hash to meet.
+Black and flat pictures score 0-10."""
+
+QUERY_MIN_QUALITY: Final = 15
+"""Sample hashes are kept down to this quality. PDQ's quality falls with the contrast: a
+sample at 0.6x contrast, or darkened by a gamma, has about half the quality of its
+reference (held-out: a gamma and a contrast change whose 5 s clips kept no hash at 50)."""
+
+_MIN_STRAIGHT: Final = 32
+"""Smallest side, in pixels, of a straightened screen (it is resampled at half the size
+of the rectangle inside the bars: PDQ keeps 64x64 of it)."""
 
 
 def _hash_chunk(chunk: FrameChunk, views: Sequence[int]) -> VideoHashes:
@@ -71,6 +86,23 @@ def _hash_chunk(chunk: FrameChunk, views: Sequence[int]) -> VideoHashes:
     # The centre is for a screen filmed inside a room, which shows as bars: without bars
     # there are no wedges of room to cut off, and its scan of every window is saved.
     framed = box != (0, frames.shape[1], 0, frames.shape[2])
+    if CENTRE in views:
+        # Query side: a screen filmed inside a room. Its picture, straightened if it was
+        # filmed at an angle, or else the rectangle inside the room.
+        outer = box if framed else room_box(frames)
+        if outer is not None:
+            framed = True
+            quads = find_screens(frames, outer)
+            picture = (
+                np.ascontiguousarray(frames[:, outer.top : outer.bottom, outer.left : outer.right])
+                if quads is None
+                else straighten(
+                    frames,
+                    quads,
+                    max(_MIN_STRAIGHT, (outer.right - outer.left) // 2),
+                    max(_MIN_STRAIGHT, (outer.bottom - outer.top) // 2),
+                )
+            )
     pieces: list[tuple[int, NDArray[np.float32]]] = [
         (view, view_pixels(picture, QUERY_ONLY.get(view) or VIEWS[view]))
         for view in views
@@ -90,7 +122,8 @@ def _hash_chunk(chunk: FrameChunk, views: Sequence[int]) -> VideoHashes:
     quality = np.empty((n, k), dtype=np.uint8)
     for column, (_, pixels) in enumerate(pieces):
         hashes[:, column], quality[:, column] = pdq_hashes(pixels)
-    keep = (quality >= MIN_QUALITY).reshape(-1)
+    floor = QUERY_MIN_QUALITY if CENTRE in views else MIN_QUALITY  # sample or reference
+    keep = (quality >= floor).reshape(-1)
     return VideoHashes(
         hashes=hashes.reshape(n * k, HASH_BYTES)[keep],
         times_s=np.repeat(chunk.times_s, k)[keep],
@@ -141,7 +174,8 @@ def hash_video(
     Returns
     -------
     VideoHashes
-        Hashes of quality at least :data:`MIN_QUALITY`, in time order; empty
+        Hashes of quality at least :data:`QUERY_MIN_QUALITY` (sample views) or
+        :data:`MIN_QUALITY` (reference views), in time order; empty
         when every frame is flat.
 
     Raises

@@ -18,6 +18,15 @@ it can meet (:data:`COMPARED_WITH`):
   corner or a caption along an edge leaves at least one half untouched;
 * on the query side, the *inset* of a picture-in-picture, when one is found
   (:mod:`acr.signals.video.inset`), compared with every crop window;
+* on the query side, nine *overscan crops* (94.7 % of each dimension, at
+  either end or centred: the rectangle of a sample cut by 5 % in all that
+  the reference's centre window, 90 %, shows), compared with that window
+  only. A crop of about 5 % (a television's overscan) falls between the
+  windows, 2.5 % from the nearest on each side; the crops of the sample meet
+  the centre window within 1.3 %. On the benchmark's references, 5 % crops
+  came within 52 bits of a window for 53 % of frames, and of the centre
+  window through an overscan crop for 94 % (median 27 bits), as many as 49
+  reference windows would give, at no cost to the index;
 * on the query side, when the picture has bars, the *centre* (5 % off each
   side), compared with every crop window: a phone filming a screen slightly
   off-axis sees the screen as a quadrilateral, and the rectangle inside the
@@ -42,12 +51,14 @@ __all__ = [
     "HALVES",
     "INSET",
     "LAST_VIEW",
+    "OVERSCAN",
     "QUERY_ONLY",
     "QUERY_VIEWS",
     "REFERENCE_VIEWS",
     "VIEWS",
     "WHOLE",
     "View",
+    "evidence_views",
     "view_pixels",
 ]
 
@@ -83,24 +94,41 @@ INSET: Final = len(VIEWS)
 CENTRE: Final = INSET + 1
 """View id of the centre of the picture, 5 % off each side (query side, when there are bars)."""
 
-QUERY_ONLY: Final[dict[int, View]] = {CENTRE: View(0.05, 0.95, 0.05, 0.95)}
+_CENTRE_WINDOW: Final = _WINDOWS.index(View(0.05, 0.95, 0.05, 0.95))
+_OVERSCAN_SPAN: Final = 0.90 / 0.95
+_OVERSCAN_STARTS: Final = (0.0, (1.0 - _OVERSCAN_SPAN) / 2, 1.0 - _OVERSCAN_SPAN)
+_OVERSCAN: Final = tuple(
+    View(x0, x0 + _OVERSCAN_SPAN, y0, y0 + _OVERSCAN_SPAN)
+    for x0 in _OVERSCAN_STARTS
+    for y0 in _OVERSCAN_STARTS
+)
+OVERSCAN: Final[tuple[int, ...]] = tuple(range(CENTRE + 1, CENTRE + 1 + len(_OVERSCAN)))
+"""View ids of the overscan crops of a sample (94.7 % of each dimension, at either end or
+centred), compared with the reference's centre window (90 %)."""
+
+QUERY_ONLY: Final[dict[int, View]] = {
+    CENTRE: View(0.05, 0.95, 0.05, 0.95),
+    **dict(zip(OVERSCAN, _OVERSCAN, strict=True)),
+}
 """Rectangles hashed for samples only, by view id (the inset's is found per sample)."""
 
 LAST_VIEW: Final = max(INSET, *QUERY_ONLY)
 """Largest view id."""
 
-QUERY_VIEWS: Final[tuple[int, ...]] = (0, *_HALF_IDS, CENTRE, INSET)
-"""Views hashed for a sample: the whole picture, its halves, its centre, and an inset
-if there is one."""
+QUERY_VIEWS: Final[tuple[int, ...]] = (0, *_HALF_IDS, CENTRE, INSET, *OVERSCAN)
+"""Views hashed for a sample: the whole picture, its halves, its centre, an inset if
+there is one, and its overscan crops."""
 
 COMPARED_WITH: Final[dict[int, tuple[int, ...]]] = {
     0: _WINDOW_IDS,
     **{half: (half,) for half in _HALF_IDS},
     INSET: _WINDOW_IDS,
     CENTRE: _WINDOW_IDS,
+    **{crop: (_CENTRE_WINDOW,) for crop in OVERSCAN},
 }
 """The reference views each query view is compared with: the whole picture, an inset
-and the centre with every crop window, a half with the same half."""
+and the centre with every crop window, a half with the same half, an overscan crop with
+the centre window."""
 
 WHOLE: Final = 0
 """The view id of the whole picture."""
@@ -117,3 +145,17 @@ def view_pixels(frames: NDArray[np.float32], view: View) -> NDArray[np.float32]:
     return np.ascontiguousarray(
         frames[:, min(top, bottom - 1) : bottom, min(left, right - 1) : right]
     )
+
+
+def evidence_views(views: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    """The view each hash's evidence counts for: the overscan crops of a frame are one.
+
+    They are nine framings of one picture, of which at most one fits a
+    reference: their hits are one view's evidence (the best crop of each
+    frame), so that nine tries do not count, nor raise the chance rate, as
+    nine views would.
+    """
+    result: NDArray[np.uint8] = np.where(np.isin(views, OVERSCAN), OVERSCAN[0], views).astype(
+        np.uint8
+    )
+    return result
