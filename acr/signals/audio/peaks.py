@@ -167,7 +167,9 @@ def _onset_maxima(band: NDArray[np.float32], floor: np.float32) -> NDArray[np.bo
     """
     n_frames, n_bins = band.shape
     near = _row_maxima(band, NEIGHBOURHOOD[1] // 2)
-    spread = _row_maxima(band, MASK_SPREAD_BINS // 2)
+    # Both widths are five bins today: one pass serves both tests.
+    same = NEIGHBOURHOOD[1] == MASK_SPREAD_BINS
+    spread = near if same else _row_maxima(band, MASK_SPREAD_BINS // 2)
     decay = np.empty(MASK_FRAMES + 1, dtype=np.float32)
     for lag in range(MASK_FRAMES + 1):
         decay[lag] = np.float32(MASK_DECAY * lag)
