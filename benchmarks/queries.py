@@ -227,9 +227,9 @@ def assign_clips(
     return specs
 
 
-def _rng(kind: str, length_s: int, slot: int, stream: int) -> np.random.Generator:
+def _rng(kind: str, length_s: int, slot: int, stream: int, seed: int) -> np.random.Generator:
     key = (_KIND_CODES[kind], length_s, slot, stream)
-    return np.random.default_rng(np.random.SeedSequence(SEED, spawn_key=key))
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
 
 
 def _stream_of(degradation: str) -> int:
@@ -331,6 +331,7 @@ def queries_for_track(
     sample_rate: int,
     clips: Sequence[ClipSpec],
     degradations: Sequence[str],
+    seed: int = SEED,
 ) -> Iterator[Query]:
     """Cut and degrade every clip of one track.
 
@@ -344,6 +345,8 @@ def queries_for_track(
         The clips of this track (all with the same ``track``).
     degradations : sequence of str
         Conditions to apply to each clip, in order.
+    seed : int
+        Master seed of the draw (the benchmark's own by default).
 
     Yields
     ------
@@ -357,10 +360,10 @@ def queries_for_track(
             sample_rate,
             clip.length_s,
             needed,
-            _rng(clip.kind, clip.length_s, clip.slot, _START_STREAM),
+            _rng(clip.kind, clip.length_s, clip.slot, _START_STREAM, seed),
         )
         for name in degradations:
-            rng = _rng(clip.kind, clip.length_s, clip.slot, _stream_of(name))
+            rng = _rng(clip.kind, clip.length_s, clip.slot, _stream_of(name), seed)
             samples = degrade_clip(audio, sample_rate, start, clip.length_s, get(name), rng)
             yield Query(
                 query_id=f"{clip.kind[0]}-{clip.length_s}s-{clip.slot:03d}-{name}",

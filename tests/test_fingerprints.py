@@ -9,9 +9,11 @@ import pytest
 from conftest import SONG_RATE, synth_song
 from numpy.typing import NDArray
 
+import acr.signals.audio as audio
 from acr.errors import FingerprintFormatError, MediaTooShortError, SilentMediaError
-from acr.signals.audio import HOP_S, KIND, AudioSignal
+from acr.signals.audio import HOP_S, KIND, SAMPLE_RATE, AudioSignal
 from acr.signals.audio.codes import CODE_BITS, gray
+from acr.signals.audio.decode import resample
 from acr.signals.base import Fingerprints
 
 SONG_SECONDS = 20.0
@@ -93,6 +95,30 @@ def test_reference_density_is_sane_and_query_is_denser(
     assert len(query) > 2 * len(reference)
     # The dense query side holds nearly every pair the sparse reference side holds.
     assert _surviving(reference, query) >= 0.95
+
+
+def _one_pass(samples: NDArray[np.float32]) -> Fingerprints:
+    return audio._fingerprint(samples, audio.QUERY_PEAKS_PER_SECOND, audio.QUERY_FANOUT)
+
+
+def test_short_sample_adds_the_codes_of_the_half_hop_phase(song: NDArray[np.float32]) -> None:
+    clip = resample(song[SONG_RATE * 3 : SONG_RATE * 4], SONG_RATE, SAMPLE_RATE)
+    once = _one_pass(clip)
+    both = audio.fingerprint_query(clip)
+    assert _pairs(once) <= _pairs(both)
+    assert len(both) > 1.15 * len(once)
+    assert np.all(np.diff(both.frames.astype(np.int64)) >= 0)
+    # No added code is within a bit and a frame of one of the first pass: the lookup's
+    # one-bit probes would reach the same postings and count them twice.
+    for code, frame in _pairs(both) - _pairs(once):
+        for held_code, held_frame in _pairs(once):
+            assert abs(frame - held_frame) > 1 or bin(code ^ held_code).count("1") > 1
+    assert both.duration_s == once.duration_s
+
+
+def test_longer_sample_is_fingerprinted_once(song: NDArray[np.float32]) -> None:
+    clip = resample(song[: round(SONG_RATE * audio.SHORT_SAMPLE_S * 2)], SONG_RATE, SAMPLE_RATE)
+    assert _pairs(audio.fingerprint_query(clip)) == _pairs(_one_pass(clip))
 
 
 def test_gray_code_steps_flip_one_bit() -> None:

@@ -14,6 +14,7 @@ import soxr
 from conftest import SONG_RATE, synth_song, write_audio
 from numpy.typing import NDArray
 
+import acr.signals.audio as audio
 from acr import ContentSpec, Index, MatchResult
 from acr.errors import FingerprintFormatError, SilentMediaError
 from acr.matching import MIN_INLIERS
@@ -326,3 +327,25 @@ def test_confidence_drops_with_heavy_noise(
     threshold = (noisy_best.confidence + clean_best.confidence) / 2
     assert index.match_samples(noisy, SONG_RATE, min_confidence=threshold).best is None
     assert index.match_samples(clean, SONG_RATE, min_confidence=threshold).best is not None
+
+
+def test_one_second_samples_gain_evidence_from_the_half_hop_phase(
+    index: Index, songs: dict[str, NDArray[np.float32]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """1 s excerpts, noisy and cut between the reference's frames, match more surely
+    with the second fingerprinting pass than without it."""
+    hop = audio.HOP_S
+    excerpts = [
+        _with_noise(_excerpt(songs[f"song-{seed}"], 2.0 + 2.3 * i + hop * 0.45, 1.0), 0.0, i)
+        for i, seed in enumerate(SEEDS)
+    ]
+
+    def confidences() -> list[float]:
+        found = [index.match_samples(x, SONG_RATE, min_confidence=0.0).best for x in excerpts]
+        return [m.confidence if m is not None else 0.0 for m in found]
+
+    both = confidences()
+    monkeypatch.setattr(audio, "SHORT_SAMPLE_S", 0.0)
+    once = confidences()
+    assert sum(both) > sum(once)
+    assert sum(b > o for b, o in zip(both, once, strict=True)) >= 6

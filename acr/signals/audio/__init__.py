@@ -22,6 +22,8 @@ REFERENCE_PEAKS_PER_SECOND = 22.0
 REFERENCE_FANOUT = 4
 QUERY_PEAKS_PER_SECOND = 36.0
 QUERY_FANOUT = 5
+SHORT_SAMPLE_S = 1.5
+"""Samples up to this long are fingerprinted twice, half a hop apart (:func:`fingerprint_query`)."""
 
 __all__ = [
     "HOP_S",
@@ -53,8 +55,47 @@ def fingerprint_reference(samples: NDArray[np.float32]) -> Fingerprints:
 
 
 def fingerprint_query(samples: NDArray[np.float32]) -> Fingerprints:
-    """Fingerprint a sample (mono float32 at :data:`SAMPLE_RATE`) to be matched."""
-    return _fingerprint(samples, QUERY_PEAKS_PER_SECOND, QUERY_FANOUT)
+    """Fingerprint a sample (mono float32 at :data:`SAMPLE_RATE`) to be matched.
+
+    A sample starts anywhere within the reference's analysis hop, so its frames
+    see the sound half a hop off the reference's at worst, and a peak near a
+    frame or band boundary can land on the other side of it. A short sample
+    (up to :data:`SHORT_SAMPLE_S`) has too few codes to lose any: it is also
+    fingerprinted from half a hop in, and the codes that the first pass has
+    nothing like are added (``docs/fingerprint.md``, measured by
+    ``python -m benchmarks.short_samples``).
+    """
+    first = _fingerprint(samples, QUERY_PEAKS_PER_SECOND, QUERY_FANOUT)
+    if samples.shape[0] > SHORT_SAMPLE_S * SAMPLE_RATE:
+        return first
+    half_hop = round(HOP_S * SAMPLE_RATE / 2)
+    second = _fingerprint(samples[half_hop:], QUERY_PEAKS_PER_SECOND, QUERY_FANOUT)
+    return _joined(first, second)
+
+
+def _joined(first: Fingerprints, later: Fingerprints) -> Fingerprints:
+    """``first`` and the codes of ``later`` (taken half a hop in) that ``first`` lacks.
+
+    ``later``'s frames are put on the following frame of ``first``'s grid. A
+    code of ``later`` within one bit of a code that ``first`` has within a
+    frame of it is left out: the lookup probes every code's one-bit
+    neighbours, so the two would reach the same postings and count the same
+    collision twice, on chance lines as on true ones.
+    """
+    frames = later.frames.astype(np.int64) + 1
+    near = np.abs(frames[:, None] - first.frames.astype(np.int64)[None, :]) <= 1
+    differing = later.codes[:, None] ^ first.codes[None, :]
+    within_a_bit = (differing & (differing - np.uint32(1))) == 0  # zero or one bit set
+    new = ~np.any(near & within_a_bit, axis=1)
+    joined_frames = np.concatenate([first.frames, frames[new].astype(np.uint32)])
+    order = np.argsort(joined_frames, kind="stable")
+    return Fingerprints(
+        kind=KIND,
+        codes=np.concatenate([first.codes, later.codes[new]])[order],
+        frames=joined_frames[order],
+        hop_s=HOP_S,
+        duration_s=first.duration_s,
+    )
 
 
 def _audible(
