@@ -319,6 +319,14 @@ class Judge:
         return True, True, copy, "repeat" if same else "duplicate"
 
 
+def full_index(cache_dir: Path, references: Sequence[Track]) -> Path:
+    """The full run's index of ``references`` in ``cache_dir``, built if it is not there."""
+    index_dir = cache_dir.resolve() / "index-full"
+    if not (index_dir / "catalogue.sqlite").exists():
+        build_index(index_dir, references)
+    return index_dir
+
+
 def run_queries(
     index: Index,
     tracks: Sequence[Track],

@@ -27,7 +27,7 @@ from acr import Index
 from acr.errors import AcrError
 from acr.matching import DEFAULT_MIN_CONFIDENCE
 from benchmarks.corpus import DEFAULT_CACHE_DIR, Track, decode_mono, ensure_corpus
-from benchmarks.run import RESULTS_DIR, build_index, git_commit
+from benchmarks.run import RESULTS_DIR, full_index, git_commit
 
 SEED = 4242
 POLICIES = {"never": 0.0, "up to 1.5 s": 1.5, "up to 2.5 s": 2.5}
@@ -140,9 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
     corpus = ensure_corpus(args.cache)
-    index_dir = args.cache.resolve() / "index-full"
-    if not (index_dir / "catalogue.sqlite").exists():
-        build_index(index_dir, corpus.references)
+    index_dir = full_index(args.cache, corpus.references)
     with Index.open(index_dir, readonly=True) as index:
         negatives = outcomes(index, corpus.negatives, "negative", NEGATIVE)
         positives = outcomes(index, corpus.references, "positive", POSITIVE)

@@ -28,7 +28,7 @@ from acr.signals.audio.warp import IDENTITY
 from benchmarks.corpus import DEFAULT_CACHE_DIR, decode_mono, ensure_corpus
 from benchmarks.degrade import get as get_degradation
 from benchmarks.queries import SAMPLE_RATE
-from benchmarks.run import RESULTS_DIR, build_index, git_commit
+from benchmarks.run import RESULTS_DIR, full_index, git_commit
 
 SEED = 4242
 LENGTHS_S = (1, 2, 3, 5, 10)
@@ -69,9 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
     corpus = ensure_corpus(args.cache)
-    index_dir = args.cache.resolve() / "index-full"
-    if not (index_dir / "catalogue.sqlite").exists():
-        build_index(index_dir, corpus.references)
+    index_dir = full_index(args.cache, corpus.references)
     rng = np.random.default_rng(SEED)
     rows: list[tuple[int, str, float, float]] = []
     with Index.open(index_dir, readonly=True) as index:
