@@ -224,6 +224,19 @@ def test_client_hashes_match_like_the_clip(index: VideoIndex, catalogue: Catalog
     assert from_wire.best.offset_s == pytest.approx(from_clip.best.offset_s)
 
 
+def test_the_cascade_answers_as_every_view_at_once(
+    index: VideoIndex, catalogue: Catalogue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clip = hash_video(sample(catalogue.programmes["prog-1"], 6.0))
+    cascade = index.match_hashes(clip).best
+    # Never decisive: the overscan crops are always looked up, with the plain views' hits.
+    monkeypatch.setattr("acr.index.video.decisive", lambda *_: False)
+    full = index.match_hashes(clip).best
+    assert cascade is not None and full is not None
+    assert cascade.content_id == full.content_id == "prog-1"
+    assert cascade.offset_s == pytest.approx(full.offset_s, abs=0.25)
+
+
 def test_store_lifecycle(tmp_path: Path, catalogue: Catalogue) -> None:
     programme = catalogue.programmes["prog-3"]
     path = catalogue.files["prog-3"]

@@ -8,10 +8,13 @@ import pytest
 from acr.index.video_lookup import VideoHits
 from acr.signals.video.views import HALVES
 from acr.video_matching import (
+    DECISIVE_RIVAL_RATIO,
+    DECISIVE_SIGNIFICANCE,
     DEFAULT_MIN_CONFIDENCE,
     WITHIN_SHOT,
     VideoAlignment,
     align_video,
+    decisive,
     shot_units,
     view_groups,
 )
@@ -124,3 +127,22 @@ def test_pictures_of_one_shot_are_not_independent_evidence() -> None:
     assert together.evidence == pytest.approx(6 / (1 + 5 * WITHIN_SHOT))
     assert together.evidence < apart.evidence / 1.5
     assert together.confidence < apart.confidence
+
+
+def _alignment(key: int, significance: float, evidence: float) -> VideoAlignment:
+    return VideoAlignment(key, 10.0, 4, evidence, significance, 1.0, 0.0, 4.75)
+
+
+def test_only_an_overwhelming_answer_without_a_close_rival_is_decisive() -> None:
+    strong = _alignment(1, DECISIVE_SIGNIFICANCE + 1, 8.0)
+    durations = {1: 60.0, 2: 60.0}
+    assert decisive([strong], 5.0, durations)
+    assert decisive([strong, _alignment(2, 2.0, 8.0 * DECISIVE_RIVAL_RATIO * 0.9)], 5.0, durations)
+    assert not decisive(
+        [strong, _alignment(2, 2.0, 8.0 * DECISIVE_RIVAL_RATIO * 1.1)], 5.0, durations
+    )
+    assert not decisive([_alignment(1, DECISIVE_SIGNIFICANCE - 0.1, 8.0)], 5.0, durations)
+    assert not decisive([], 5.0, durations)
+    # A line that leaves part of the sample outside its reference, or spans too little of it.
+    assert not decisive([strong], 5.0, {1: 12.0})
+    assert not decisive([strong], 10.0, durations)

@@ -9,7 +9,7 @@ from acr.errors import FingerprintFormatError
 from acr.signals.video import MIN_QUALITY, REFERENCE_VIEWS, VideoHashes, hash_frames
 from acr.signals.video.bars import content_box
 from acr.signals.video.inset import find_inset
-from acr.signals.video.pdq import hamming, luma, pdq_hashes
+from acr.signals.video.pdq import hamming, luma, pdq_hashes, pdq_rects
 from acr.signals.video.views import LAST_VIEW
 from tests.video_clips import Programme
 
@@ -35,6 +35,26 @@ def test_hashes_and_quality_are_bit_exact_with_the_reference_implementation(
         mine, my_quality = pdq_hashes(luma(image[None]))
         assert np.array_equal(np.unpackbits(mine[0]), bits)
         assert int(my_quality[0]) == quality
+
+
+def test_rectangles_hash_bit_for_bit_as_if_cut_out() -> None:
+    rng = np.random.default_rng(5)
+    frames = luma(np.stack([_picture(rng, 270, 480) for _ in range(3)]))
+    # Shared rows (two windows of one height), shared columns, a small inset, one pixel.
+    rects = [
+        (0, 270, 0, 480),
+        (14, 256, 0, 442),
+        (14, 256, 38, 480),
+        (0, 135, 0, 480),
+        (100, 190, 300, 460),
+        (5, 6, 7, 8),
+    ]
+    hashes, quality = pdq_rects(frames, rects)
+    for k, (top, bottom, left, right) in enumerate(rects):
+        alone, alone_quality = pdq_hashes(np.ascontiguousarray(frames[:, top:bottom, left:right]))
+        assert np.array_equal(hashes[:, k], alone) and np.array_equal(quality[:, k], alone_quality)
+    with pytest.raises(ValueError, match="not inside"):
+        pdq_rects(frames, [(0, 271, 0, 480)])
 
 
 def test_flat_frames_have_no_quality_and_are_not_kept() -> None:

@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
@@ -46,11 +47,14 @@ from acr.index.video_segment import (
 from acr.results import Match, MatchResult
 from acr.signals.base import MediaSource
 from acr.signals.video import KIND, QUERY_MIN_QUALITY, VideoHashes, VideoSignal
-from acr.signals.video.views import evidence_views
+from acr.signals.video.views import FIRST_LOOK, LATER_LOOK, evidence_views
 from acr.video_matching import (
+    DECISIVE_RIVALS,
     DEFAULT_MIN_CONFIDENCE,
     VideoAlignment,
     align_video,
+    concatenate_hits,
+    decisive,
     shot_units,
     view_groups,
 )
@@ -415,21 +419,30 @@ class VideoIndex:
         frames = frame_of.astype(np.int64)
         # The overscan crops of a frame are one view's evidence (see ``evidence_views``).
         evidence = evidence_views(views)
-        groups = view_groups(query_hashes, frames, evidence)
-        hits = self._lookup.search(query_hashes, views)
         interval = 1.0 / self.signal.fps
         total_cells = max(1, round(sum(r.duration_s for r in self._records.values()) / interval))
-        ranked = align_video(
-            hits,
+        align = partial(
+            align_video,
             query_times_s=times,
-            query_groups=groups,
+            query_groups=view_groups(query_hashes, frames, evidence),
             query_views=evidence,
             interval_s=interval,
             total_cells=total_cells,
             query_units=shot_units(query_hashes, frames, views),
-            top_k=max(1, top_k),
-            min_confidence=min_confidence,
         )
+        # A cascade: the whole picture and the halves first (5 of the 20 reference indexes);
+        # the crop windows, three quarters of the scan, only when those leave the answer
+        # open (``decisive``).
+        hits = self._lookup.search(query_hashes, views, within=FIRST_LOOK)
+        ranked = align(hits, top_k=max(DECISIVE_RIVALS, top_k), min_confidence=0.0)
+        durations = {key: record.duration_s for key, record in self._records.items()}
+        if decisive(ranked, hashes.duration_s, durations):
+            ranked = [a for a in ranked[: max(1, top_k)] if a.confidence >= min_confidence]
+        else:
+            more = self._lookup.search(query_hashes, views, within=LATER_LOOK)
+            ranked = align(
+                concatenate_hits([hits, more]), top_k=max(1, top_k), min_confidence=min_confidence
+            )
         matches = [self._to_match(a, hashes.duration_s) for a in ranked]
         return MatchResult(
             matches=matches,

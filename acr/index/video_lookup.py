@@ -18,6 +18,7 @@ its whole picture in the crop windows, its top half in the top halves.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Final
 
@@ -33,6 +34,17 @@ __all__ = ["RADIUS", "VideoHits", "VideoLookup"]
 
 RADIUS: Final = 64
 """Largest Hamming distance of a hit. Unrelated pictures are 100-140 bits apart."""
+
+
+def _searched() -> NDArray[np.bool_]:
+    """Whether a query view (row: any uint8 id) is searched in a reference view's index."""
+    table = np.zeros((256, len(VIEWS)), dtype=bool)
+    for query_view, compared in COMPARED_WITH.items():
+        table[query_view, list(compared)] = True
+    return table
+
+
+_SEARCHED: Final = _searched()
 
 
 @dataclass(frozen=True)
@@ -89,17 +101,29 @@ class VideoLookup:
             self._live[start:end] = False
 
     def search(
-        self, hashes: NDArray[np.uint8], views: NDArray[np.uint8], *, radius: int = RADIUS
+        self,
+        hashes: NDArray[np.uint8],
+        views: NDArray[np.uint8],
+        *,
+        radius: int = RADIUS,
+        within: Collection[int] | None = None,
     ) -> VideoHits:
-        """Every live reference hash within `radius` bits of a query hash it is compared with."""
+        """Every live reference hash within `radius` bits of a query hash it is compared with.
+
+        `within`, if given, limits the search to those reference views' indexes.
+        """
         parts: list[tuple[NDArray[np.int64], ...]] = []
-        for view, index in enumerate(self._faiss):
+        # One table lookup sorts the query hashes by the indexes they are searched in (an
+        # isin per reference view was a fifth of a match).
+        searched = _SEARCHED[np.asarray(views, dtype=np.uint8)]
+        wanted = searched.any(axis=0)
+        if within is not None:
+            wanted &= np.isin(np.arange(len(VIEWS)), list(within))
+        for view in np.flatnonzero(wanted):
+            index = self._faiss[view]
             if index.ntotal == 0:
                 continue
-            searching = [q for q, compared in COMPARED_WITH.items() if view in compared]
-            rows = np.flatnonzero(np.isin(views, searching))
-            if rows.size == 0:
-                continue
+            rows = np.flatnonzero(searched[:, view])
             # FAISS range search keeps distances strictly below the radius.
             lims, distances, ids = index.range_search(
                 np.ascontiguousarray(hashes[rows]), radius + 1

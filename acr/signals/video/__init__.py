@@ -31,7 +31,7 @@ from acr.signals.video.bars import content_box, room_box
 from acr.signals.video.frames import CHUNK_FRAMES, DecodeReport, FrameChunk, sample_frames
 from acr.signals.video.hashes import VideoHashes
 from acr.signals.video.inset import find_inset
-from acr.signals.video.pdq import HASH_BYTES, luma, pdq_hashes
+from acr.signals.video.pdq import HASH_BYTES, Rect, luma, pdq_rects
 from acr.signals.video.screen import find_screens, straighten
 from acr.signals.video.views import (
     CENTRE,
@@ -40,7 +40,7 @@ from acr.signals.video.views import (
     QUERY_VIEWS,
     REFERENCE_VIEWS,
     VIEWS,
-    view_pixels,
+    view_rect,
 )
 
 __all__ = [
@@ -82,7 +82,10 @@ of the rectangle inside the bars: PDQ keeps 64x64 of it)."""
 def _hash_chunk(chunk: FrameChunk, views: Sequence[int]) -> VideoHashes:
     frames = chunk.luma.astype(np.float32)
     box = content_box(frames)
-    picture = np.ascontiguousarray(frames[:, box.top : box.bottom, box.left : box.right])
+    # The picture is the rectangle inside the bars, at (top, left) of the frames: its
+    # views are hashed as rectangles of the frames, never copied out.
+    picture, top, left = frames, box.top, box.left
+    height, width = box.bottom - box.top, box.right - box.left
     # The centre is for a screen filmed inside a room, which shows as bars: without bars
     # there are no wedges of room to cut off, and its scan of every window is saved.
     framed = box != (0, frames.shape[1], 0, frames.shape[2])
@@ -92,36 +95,29 @@ def _hash_chunk(chunk: FrameChunk, views: Sequence[int]) -> VideoHashes:
         outer = box if framed else room_box(frames)
         if outer is not None:
             framed = True
+            top, left = outer.top, outer.left
+            height, width = outer.bottom - outer.top, outer.right - outer.left
             quads = find_screens(frames, outer)
-            picture = (
-                np.ascontiguousarray(frames[:, outer.top : outer.bottom, outer.left : outer.right])
-                if quads is None
-                else straighten(
-                    frames,
-                    quads,
-                    max(_MIN_STRAIGHT, (outer.right - outer.left) // 2),
-                    max(_MIN_STRAIGHT, (outer.bottom - outer.top) // 2),
+            if quads is not None:
+                picture = straighten(
+                    frames, quads, max(_MIN_STRAIGHT, width // 2), max(_MIN_STRAIGHT, height // 2)
                 )
-            )
-    pieces: list[tuple[int, NDArray[np.float32]]] = [
-        (view, view_pixels(picture, QUERY_ONLY.get(view) or VIEWS[view]))
-        for view in views
-        if view != INSET and (view != CENTRE or framed)
-    ]
-    if INSET in views and (inset := find_inset(picture)) is not None:
-        pieces.append(
-            (
-                INSET,
-                np.ascontiguousarray(
-                    picture[:, inset.top : inset.bottom, inset.left : inset.right]
-                ),
-            )
+                top, left, (height, width) = 0, 0, picture.shape[1:]
+    rects: list[tuple[int, Rect]] = []
+    for view in views:
+        if view == INSET or (view == CENTRE and not framed):
+            continue
+        y0, y1, x0, x1 = view_rect(height, width, QUERY_ONLY.get(view) or VIEWS[view])
+        rects.append((view, (top + y0, top + y1, left + x0, left + x1)))
+    if (
+        INSET in views
+        and (inset := find_inset(picture[:, top : top + height, left : left + width])) is not None
+    ):
+        rects.append(
+            (INSET, (top + inset.top, top + inset.bottom, left + inset.left, left + inset.right))
         )
-    n, k = picture.shape[0], len(pieces)
-    hashes = np.empty((n, k, HASH_BYTES), dtype=np.uint8)
-    quality = np.empty((n, k), dtype=np.uint8)
-    for column, (_, pixels) in enumerate(pieces):
-        hashes[:, column], quality[:, column] = pdq_hashes(pixels)
+    n, k = picture.shape[0], len(rects)
+    hashes, quality = pdq_rects(picture, [rect for _, rect in rects])
     floor = QUERY_MIN_QUALITY if CENTRE in views else MIN_QUALITY  # sample or reference
     keep = (quality >= floor).reshape(-1)
     return VideoHashes(
@@ -129,7 +125,7 @@ def _hash_chunk(chunk: FrameChunk, views: Sequence[int]) -> VideoHashes:
         times_s=np.repeat(chunk.times_s, k)[keep],
         quality=quality.reshape(-1)[keep],
         duration_s=0.0,
-        views=np.tile(np.array([view for view, _ in pieces], dtype=np.uint8), n)[keep],
+        views=np.tile(np.array([view for view, _ in rects], dtype=np.uint8), n)[keep],
     )
 
 

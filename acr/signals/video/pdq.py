@@ -10,20 +10,23 @@ Every step before the median is linear and separable: for frames of one
 shape the filter and decimation fold into a few weighted taps per output row
 and column, built once per shape, and a batch of frames is filtered at once
 instead of in per-frame loops, which is what makes hashing several views of
-every frame affordable. The result
+every frame affordable. The views are rectangles of the frames
+(:func:`pdq_rects`): they are never copied out, and those with the same rows
+share the row pass. The result
 agrees with the reference implementation (``pdqhash`` on PyPI) to within float
 rounding: ``tests/test_video_pdq.py`` checks the bits and the quality against it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
 from typing import Final
 
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["HASH_BYTES", "LUMA_WEIGHTS", "hamming", "luma", "pdq_hashes"]
+__all__ = ["HASH_BYTES", "LUMA_WEIGHTS", "Rect", "hamming", "luma", "pdq_hashes", "pdq_rects"]
 
 HASH_BITS: Final = 256
 HASH_BYTES: Final = HASH_BITS // 8
@@ -38,7 +41,7 @@ _QUALITY_DIVISOR: Final = 90
 
 def luma(rgb: NDArray[np.uint8]) -> NDArray[np.float32]:
     """PDQ's luminance of RGB frames, shape (..., h, w, 3) -> (..., h, w)."""
-    # Written out rather than as a matrix product, which would go to BLAS (see _downsample).
+    # Written out rather than as a matrix product, which would go to BLAS (see _row_pass).
     red, green, blue = (rgb[..., channel].astype(np.float32) for channel in range(3))
     result: NDArray[np.float32] = (
         LUMA_WEIGHTS[0] * red + LUMA_WEIGHTS[1] * green + LUMA_WEIGHTS[2] * blue
@@ -95,26 +98,45 @@ def _taps(reduction: NDArray[np.float64]) -> Taps:
     return indices.astype(np.int64), weights
 
 
-@lru_cache(maxsize=256)
-def _operators(height: int, width: int) -> tuple[Taps, Taps]:
-    return _taps(_reduction(height)), _taps(_reduction(width))
+@lru_cache(maxsize=512)
+def _operators(n: int) -> Taps:
+    """The taps reducing a span of `n` pixels to 64 (rows and columns alike)."""
+    return _taps(_reduction(n))
 
 
-def _downsample(frames: NDArray[np.float32]) -> NDArray[np.float32]:
-    """The reference's filtered 64x64 image of each frame.
+Rect = tuple[int, int, int, int]
+"""A rectangle of a frame in pixels: ``(top, bottom, left, right)``, ends exclusive."""
+
+
+def _row_pass(
+    frames: NDArray[np.float32] | NDArray[np.uint8], top: int, bottom: int
+) -> NDArray[np.float32]:
+    """Rows ``top:bottom`` of each frame filtered and decimated to 64 rows (every column).
 
     The filter is a few taps per output, applied as gathers and multiply-adds:
     as a matrix product it would go to BLAS, whose threads make it a hundred
     times slower on a busy machine (measured: 3 ms alone, 1 s beside other work).
     """
-    (row_index, row_weight), (col_index, col_weight) = _operators(*frames.shape[1:])
-    rows = row_weight[:, 0, None] * frames[:, row_index[:, 0], :]
-    for tap in range(1, row_index.shape[1]):
-        rows += row_weight[:, tap, None] * frames[:, row_index[:, tap], :]
-    small = col_weight[None, :, 0] * rows[:, :, col_index[:, 0]]
-    for tap in range(1, col_index.shape[1]):
-        small += col_weight[None, :, tap] * rows[:, :, col_index[:, tap]]
-    return small
+    index, weight = _operators(bottom - top)
+    index = index + top
+    rows = weight[:, 0, None] * frames[:, index[:, 0], :]
+    for tap in range(1, index.shape[1]):
+        rows += weight[:, tap, None] * frames[:, index[:, tap], :]
+    return rows
+
+
+def _column_pass(columns: NDArray[np.float32], left: int, right: int) -> NDArray[np.float32]:
+    """Columns ``left:right`` of row-reduced frames filtered and decimated to 64x64.
+
+    `columns` is the row pass's output transposed, shape (n, w, 64): the taps then
+    gather whole contiguous rows of it, 1.5x faster than single elements.
+    """
+    index, weight = _operators(right - left)
+    index = index + left
+    small = weight[:, 0, None] * columns[:, index[:, 0], :]
+    for tap in range(1, index.shape[1]):
+        small += weight[:, tap, None] * columns[:, index[:, tap], :]
+    return np.ascontiguousarray(small.transpose(0, 2, 1))
 
 
 def pdq_hashes(frames: NDArray[np.float32]) -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
@@ -136,16 +158,58 @@ def pdq_hashes(frames: NDArray[np.float32]) -> tuple[NDArray[np.uint8], NDArray[
     """
     if frames.ndim != 3 or frames.shape[1] < 1 or frames.shape[2] < 1:
         raise ValueError(f"frames must have shape (n, h, w) with h, w >= 1, got {frames.shape}")
-    n = frames.shape[0]
+    hashes, quality = pdq_rects(frames, [(0, frames.shape[1], 0, frames.shape[2])])
+    return hashes[:, 0], quality[:, 0]
+
+
+def pdq_rects(
+    frames: NDArray[np.float32] | NDArray[np.uint8], rects: Sequence[Rect]
+) -> tuple[NDArray[np.uint8], NDArray[np.uint8]]:
+    """PDQ hashes and quality of rectangles of frames, as if each were cut out and hashed.
+
+    The filter is separable, so rectangles that share their rows (the crop
+    windows of one height, the left and right halves with the whole picture)
+    share the row pass over the frames, the costly one; no rectangle is
+    copied. The result is bit for bit :func:`pdq_hashes` of each rectangle.
+
+    Parameters
+    ----------
+    frames : ndarray of float32 or uint8, shape (n, h, w)
+        Luminance in 0..255.
+    rects : sequence of (top, bottom, left, right)
+        Rectangles inside the frames, each at least one pixel each way.
+
+    Returns
+    -------
+    hashes : ndarray of uint8, shape (n, len(rects), 32)
+    quality : ndarray of uint8, shape (n, len(rects))
+    """
+    n, height, width = frames.shape
+    for top, bottom, left, right in rects:
+        if not (0 <= top < bottom <= height and 0 <= left < right <= width):
+            raise ValueError(f"{(top, bottom, left, right)} is not inside {height}x{width}")
+    hashes = np.empty((n, len(rects), HASH_BYTES), dtype=np.uint8)
+    quality = np.empty((n, len(rects)), dtype=np.uint8)
     if n == 0:
-        return np.zeros((0, HASH_BYTES), np.uint8), np.zeros(0, np.uint8)
-    small = _downsample(frames)
+        return hashes, quality
     dct = _dct().astype(np.float32)
-    coefficients = (dct @ small @ dct.T).reshape(n, HASH_BITS)
-    median = np.median(coefficients, axis=1, keepdims=True)
-    bits = (coefficients > median).astype(np.uint8)
-    hashes = np.packbits(bits[:, ::-1], axis=1, bitorder="big")
-    return hashes, _quality(small)
+    by_rows: dict[tuple[int, int], list[int]] = {}
+    for k, (top, bottom, _, _) in enumerate(rects):
+        by_rows.setdefault((top, bottom), []).append(k)
+    for (top, bottom), members in by_rows.items():
+        # Only the columns some member needs go through the row pass.
+        first = min(rects[k][2] for k in members)
+        last = max(rects[k][3] for k in members)
+        rows = _row_pass(frames[:, :, first:last], top, bottom)
+        columns = np.ascontiguousarray(rows.transpose(0, 2, 1))
+        for k in members:
+            small = _column_pass(columns, rects[k][2] - first, rects[k][3] - first)
+            coefficients = (dct @ small @ dct.T).reshape(n, HASH_BITS)
+            median = np.median(coefficients, axis=1, keepdims=True)
+            bits = (coefficients > median).astype(np.uint8)
+            hashes[:, k] = np.packbits(bits[:, ::-1], axis=1, bitorder="big")
+            quality[:, k] = _quality(small)
+    return hashes, quality
 
 
 def _quality(small: NDArray[np.float32]) -> NDArray[np.uint8]:

@@ -48,9 +48,11 @@ from numpy.typing import NDArray
 __all__ = [
     "CENTRE",
     "COMPARED_WITH",
+    "FIRST_LOOK",
     "HALVES",
     "INSET",
     "LAST_VIEW",
+    "LATER_LOOK",
     "OVERSCAN",
     "QUERY_ONLY",
     "QUERY_VIEWS",
@@ -59,7 +61,7 @@ __all__ = [
     "WHOLE",
     "View",
     "evidence_views",
-    "view_pixels",
+    "view_rect",
 ]
 
 
@@ -133,18 +135,27 @@ the centre window."""
 WHOLE: Final = 0
 """The view id of the whole picture."""
 
+FIRST_LOOK: Final[tuple[int, ...]] = (WHOLE, *_HALF_IDS)
+"""Reference views a sample is looked up in first: the whole picture and the halves (5 of
+the 20 indexes). The crop windows, 15 scans for each whole, centre and inset hash and one
+for each overscan crop, are looked up only when these leave the answer open
+(``acr.video_matching.decisive``)."""
+
+LATER_LOOK: Final[tuple[int, ...]] = tuple(v for v in REFERENCE_VIEWS if v not in FIRST_LOOK)
+"""The other reference views: the crop windows but the whole picture."""
+
 HALVES: Final[tuple[int, ...]] = _HALF_IDS
 """The view ids of the top, bottom, left and right halves."""
 
 
-def view_pixels(frames: NDArray[np.float32], view: View) -> NDArray[np.float32]:
-    """The rectangle of `view` in frames of shape (n, h, w), at least one pixel each way."""
-    _, height, width = frames.shape
+def view_rect(height: int, width: int, view: View) -> tuple[int, int, int, int]:
+    """The pixels of `view` in a picture of `height` x `width`: ``(top, bottom, left, right)``.
+
+    Ends are exclusive; the rectangle is at least one pixel each way.
+    """
     top, bottom = round(view.top * height), max(round(view.bottom * height), 1)
     left, right = round(view.left * width), max(round(view.right * width), 1)
-    return np.ascontiguousarray(
-        frames[:, min(top, bottom - 1) : bottom, min(left, right - 1) : right]
-    )
+    return min(top, bottom - 1), bottom, min(left, right - 1), right
 
 
 def evidence_views(views: NDArray[np.uint8]) -> NDArray[np.uint8]:
