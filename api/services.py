@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from anyio import CapacityLimiter
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -45,6 +46,8 @@ class Services:
     """Pictures: ``<index_dir>/video``, beside the audio index's own files."""
     viewer_secret: bytes
     rate_limiter: RateLimiter
+    match_lane: CapacityLimiter
+    """Worker threads that may identify samples at once in this process (see :func:`match_lane`)."""
     keys: KeyCache = field(default_factory=KeyCache)
     """API keys this process authenticated recently (see :class:`~acr.auth.KeyCache`)."""
 
@@ -65,7 +68,22 @@ def build_services(settings: Settings) -> Services:
         video_index=SharedVideoIndex(settings.index_path / VIDEO_SUBDIRECTORY),
         viewer_secret=settings.viewer_secret(),
         rate_limiter=build_rate_limiter(settings),
+        match_lane=match_lane(settings),
     )
+
+
+def match_lane(settings: Settings) -> CapacityLimiter:
+    """How many match requests one server process works on at once.
+
+    Matching in-process is Python and numpy under one GIL: a second thread adds
+    no CPU, it only slices the process's time, and on SQLite it makes the
+    database's write lock wait for its holder to get the GIL back from a thread
+    that is matching, while the other worker processes queue on that lock with
+    idle cores. One lane per process (requests queue in arrival order) lets
+    each worker run its write transactions at full speed. A cluster index waits
+    on the network instead, so its lane is as wide as the thread pool.
+    """
+    return CapacityLimiter(1 if not settings.ray_address else 40)
 
 
 def _audio_index(settings: Settings) -> AudioIndex:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import functools
 import io
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,6 +157,50 @@ def test_client_side_fingerprints_match_like_media(
     assert response.status_code == 200, response.text
     assert response.json()["match"]["content_id"] == content_id
     assert response.json()["match"]["offset_s"] == pytest.approx(6.0, abs=0.05)
+
+
+def test_one_process_identifies_one_sample_at_a_time(
+    client: TestClient,
+    keys: Keys,
+    catalogue: Catalogue,
+    services: Services,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Concurrent matches queue for the process's one lane (``api.services.match_lane``)."""
+    content_id = list(catalogue.songs)[1]
+    wire = (
+        AudioSignal()
+        .fingerprint_query(excerpt_wav(catalogue.songs[content_id], 3.0, 5.0, tmp_path))
+        .to_bytes()
+    )
+    matching = services.index.match_fingerprints
+    inside = {"now": 0, "most": 0}
+    lock = threading.Lock()
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        with lock:
+            inside["now"] += 1
+            inside["most"] = max(inside["most"], inside["now"])
+        time.sleep(0.05)
+        try:
+            return matching(*args, **kwargs)
+        finally:
+            with lock:
+                inside["now"] -= 1
+
+    monkeypatch.setattr(services.index, "match_fingerprints", counted)
+
+    def send(viewer: int) -> int:
+        files = {"fingerprints": ("q.fp", io.BytesIO(wire), "application/octet-stream")}
+        data = {"viewer_id": f"v{viewer}"}
+        return client.post("/v1/match", headers=keys.tv_app, data=data, files=files).status_code
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        statuses = list(pool.map(send, range(8)))
+    assert statuses == [200] * 8
+    assert inside["most"] == 1
+    assert services.match_lane.total_tokens == 1
 
 
 def test_a_sped_up_sample_reports_its_speed_and_pitch(

@@ -6,10 +6,11 @@ import hashlib
 import hmac
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Annotated, Any, Literal
 
+from anyio import to_thread
 from fastapi import APIRouter, File, Form, Response, UploadFile
-from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
@@ -196,7 +197,7 @@ async def match(
     is refused with 409.
     """
     # One hop to a worker thread for all of it: reading the uploads, matching, the database.
-    return await run_in_threadpool(
+    work = partial(
         _match,
         services,
         principal,
@@ -212,6 +213,7 @@ async def match(
         max_campaigns=max_campaigns,
         idempotency_key=idempotency_key,
     )
+    return await to_thread.run_sync(work, limiter=services.match_lane)
 
 
 def _match(

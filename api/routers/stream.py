@@ -33,9 +33,11 @@ from __future__ import annotations
 
 import json
 import time
+from functools import partial
 from typing import Any
 
 import numpy as np
+from anyio import to_thread
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -150,9 +152,9 @@ async def _run(websocket: WebSocket, services: Services) -> None:
         text: str | None = message.get("text")
         if data is not None:
             pcm = _pcm(data, max_bytes)
-            best = await run_in_threadpool(matcher.push, pcm)
+            best = await to_thread.run_sync(matcher.push, pcm, limiter=services.match_lane)
         elif text is not None and _is_end(text):
-            best = await run_in_threadpool(matcher.finish)
+            best = await to_thread.run_sync(matcher.finish, limiter=services.match_lane)
         else:
             raise StreamError(
                 "bad_message",
@@ -163,9 +165,10 @@ async def _run(websocket: WebSocket, services: Services) -> None:
         if best is not None:
             found, content = await run_in_threadpool(first_live, services, matcher.candidates)
             if found is not None and content is not None:
-                body = await run_in_threadpool(
+                serving = partial(
                     _serve, services, found, content, viewer, params.max_campaigns, matcher, started
                 )
+                body = await to_thread.run_sync(serving, limiter=services.match_lane)
                 observe_match("match", body["elapsed_ms"] / 1000)
                 observe_engagement(len(body["campaigns"]))
                 await _send_and_close(websocket, {"type": "match", **body})
