@@ -192,7 +192,9 @@ class IncrementalFingerprinter:
     level : tuple of float, optional
         ``(mean, max)`` log power of the band, fixed instead of taken from the
         audio heard so far. With the whole signal's values the result equals
-        :func:`acr.signals.audio.fingerprint_query` exactly (a test hook).
+        :func:`acr.signals.audio.fingerprint_query` exactly (a test hook), in
+        its one pass: a stream is not fingerprinted a second time half a hop
+        in while it is short, as a short one-shot sample is.
     """
 
     def __init__(self, sample_rate: int, *, level: tuple[float, float] | None = None) -> None:
