@@ -6,9 +6,10 @@ the references in eight conditions and of the never-indexed tracks in the
 negatives' eight, and matches each with the second pass for no sample, for
 samples up to 1.5 s (1 s ones) and for samples up to 2.5 s (2 s ones too)
 (:data:`acr.signals.audio.SHORT_SAMPLE_S`). A policy is worth what it gets
-above the strongest evidence its negatives reach (the threshold that keeps
+above the strongest confidence its negatives reach (the threshold that keeps
 them all out), per length, since the extra codes change evidence for right
-and wrong answers alike. Writes ``results/short_samples.md``.
+and wrong answers alike; answers are judged as the main benchmark judges them
+(:class:`benchmarks.run.Judge`). Writes ``results/short_samples.md``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from acr import Index
 from acr.errors import AcrError
 from acr.matching import DEFAULT_MIN_CONFIDENCE
 from benchmarks.corpus import DEFAULT_CACHE_DIR, Track, decode_mono, ensure_corpus
-from benchmarks.run import RESULTS_DIR, full_index, git_commit
+from benchmarks.run import RESULTS_DIR, Judge, full_index, git_commit
 
 SEED = 4242
 POLICIES = {"never": 0.0, "up to 1.5 s": 1.5, "up to 2.5 s": 2.5}
@@ -39,52 +40,47 @@ POSITIVE: dict[int, tuple[str, ...]] = {
 NEGATIVE: dict[int, tuple[str, ...]] = {1: qs.NEGATIVE_DEGRADATIONS, 2: qs.NEGATIVE_DEGRADATIONS}
 
 Outcome = tuple[float, bool]
-"""Confidence of the best answer (0 when nothing aligned) and whether it names the clip's place."""
+"""Confidence of the best answer (0 when nothing aligned) and whether it is right."""
 
 
-def judged(
-    index: Index,
-    samples: np.ndarray,
-    track: Track,
-    whole: np.ndarray,
-    start_s: float,
-    length_s: int,
-) -> Outcome:
-    """The best answer's confidence and whether it is right (its offset, or a verbatim repeat)."""
+def judged(index: Index, judge: Judge, query: qs.Query, expected_id: str | None) -> Outcome:
+    """The best answer's confidence and :class:`~benchmarks.run.Judge`'s verdict on it."""
     try:
-        found = index.match_samples(samples, qs.SAMPLE_RATE, min_confidence=0.0).best
+        found = index.match_samples(query.samples, qs.SAMPLE_RATE, min_confidence=0.0).best
     except AcrError:  # a silent stretch: refused before any lookup
         return 0.0, False
     if found is None:
         return 0.0, False
-    right = found.title == track.name and (
-        abs(found.offset_s - start_s) <= 0.5
-        or qs.repeat_offset(whole, qs.SAMPLE_RATE, start_s, length_s, found.offset_s) is not None
-    )
+    _, right, _, _ = judge.verdict(query, expected_id, found.content_id, found.offset_s)
     return found.confidence, right
 
 
 def outcomes(
-    index: Index, tracks: Sequence[Track], kind: str, plan: dict[int, tuple[str, ...]]
+    index: Index, judge: Judge, tracks: Sequence[Track], kind: str, plan: dict[int, tuple[str, ...]]
 ) -> list[tuple[int, str, dict[str, Outcome]]]:
     """Every clip of ``plan`` matched under every policy: (length, condition, outcomes)."""
+    ids = {name: cid for cid, name in judge.names.items()}
     rows: list[tuple[int, str, dict[str, Outcome]]] = []
     in_use = audio.SHORT_SAMPLE_S
-    for length, conditions in plan.items():
-        count = len(tracks) * (1 if kind == "positive" else 2)
-        specs = qs.assign_clips([t.duration_s for t in tracks], {length: count}, kind, conditions)
-        for number, clips in qs.clips_by_track(specs).items():
-            track = tracks[number]
-            whole = decode_mono(track.path, qs.SAMPLE_RATE)
-            for query in qs.queries_for_track(whole, qs.SAMPLE_RATE, clips, conditions, SEED):
-                by_policy: dict[str, Outcome] = {}
-                for name, longest in POLICIES.items():
-                    audio.SHORT_SAMPLE_S = longest
-                    by_policy[name] = judged(
-                        index, query.samples, track, whole, query.true_offset_s, length
-                    )
-                rows.append((length, query.degradation, by_policy))
-    audio.SHORT_SAMPLE_S = in_use
+    try:
+        for length, conditions in plan.items():
+            count = len(tracks) * (1 if kind == "positive" else 2)
+            durations = [t.duration_s for t in tracks]
+            specs = qs.assign_clips(durations, {length: count}, kind, conditions)
+            for number, clips in qs.clips_by_track(specs).items():
+                track = tracks[number]
+                judge.source = decode_mono(track.path, qs.SAMPLE_RATE)
+                expected = ids.get(track.name) if kind == "positive" else None
+                for query in qs.queries_for_track(
+                    judge.source, qs.SAMPLE_RATE, clips, conditions, SEED
+                ):
+                    by_policy: dict[str, Outcome] = {}
+                    for name, longest in POLICIES.items():
+                        audio.SHORT_SAMPLE_S = longest
+                        by_policy[name] = judged(index, judge, query, expected)
+                    rows.append((length, query.degradation, by_policy))
+    finally:
+        audio.SHORT_SAMPLE_S = in_use
     return rows
 
 
@@ -142,8 +138,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     corpus = ensure_corpus(args.cache)
     index_dir = full_index(args.cache, corpus.references)
     with Index.open(index_dir, readonly=True) as index:
-        negatives = outcomes(index, corpus.negatives, "negative", NEGATIVE)
-        positives = outcomes(index, corpus.references, "positive", POSITIVE)
+        by_name = {track.name: track for track in corpus.references}
+        records = index.list()
+        judge = Judge([by_name[r.title] for r in records], [r.content_id for r in records])
+        negatives = outcomes(index, judge, corpus.negatives, "negative", NEGATIVE)
+        positives = outcomes(index, judge, corpus.references, "positive", POSITIVE)
     note = f"{len(corpus.references)} indexed tracks, {len(corpus.negatives)} never-indexed ones"
     lines = report(positives, negatives, note)
     args.out.mkdir(parents=True, exist_ok=True)
