@@ -58,6 +58,8 @@ class Hits:
     query_frames: NDArray[np.int64]
     keys: NDArray[np.int64]
     ref_frames: NDArray[np.int64]
+    complete: bool = True
+    """False when a budget of hits left some of the query's probes unread."""
 
 
 @dataclass(frozen=True)

@@ -89,14 +89,31 @@ the audio benchmark's run of 2026-11-26 (ended 18:56 UTC), the exact look alone
 moved 13 answers to a repeat; in the 9 of them re-examined, the rival had 0.64
 to 1.0 of the chosen line's evidence. Half leaves a margin below that."""
 PITCH_SEARCH_BANDS = 1
+HIT_BUDGET = 1 << 19
+"""Most postings one lookup reads; beyond it, only the query's rarest probes.
+
+A code's postings grow with the indexed hours, so a query's hits (and the
+time to vote over them) would grow linearly with the catalogue: about 1,500
+exact hits per indexed hour for a 5 s sample, ten times that with the
+one-bit neighbours. Reading the rarest probes up to a fixed budget
+(:func:`acr.index.lookup.rarest_probes`) bounds the work of a lookup — a
+match is then never more than a few budgets' worth of hits, however large the
+index — at the price of the true hits that the unread probes held. The
+benchmark catalogue (1.8 h) never reaches it; ``python -m benchmarks.scale``
+measures what it costs and saves from 10 to 10,000 hours."""
 """Band steps tried either side when measuring a match's pitch."""
 
 
 class Lookup(Protocol):
-    """What the search needs of an index: hits for codes."""
+    """What the search needs of an index: hits for codes, within a budget of hits."""
 
     def search(
-        self, codes: NDArray[np.uint32], frames: NDArray[np.uint32], *, max_flips: int = ...
+        self,
+        codes: NDArray[np.uint32],
+        frames: NDArray[np.uint32],
+        *,
+        max_flips: int = ...,
+        max_hits: int | None = ...,
     ) -> Hits: ...
 
 
@@ -136,27 +153,30 @@ class Query:
         Length in frames of the reference with a given key.
     n_references : int
         Number of references searched (for the multiple-test correction).
+    max_hits : int or None
+        Most postings one lookup reads (:data:`HIT_BUDGET`); None reads every probe.
     """
 
     fingerprints: Fingerprints
     lookup: Lookup
     ref_frames: Callable[[int], int]
     n_references: int
+    max_hits: int | None = HIT_BUDGET
 
     @property
     def frames(self) -> int:
         """Length of the sample in frames."""
         return max(1, round(self.fingerprints.duration_s / self.fingerprints.hop_s))
 
-    def hits(self, warp: Warp, *, exact: bool = False) -> Hits:
+    def hits(self, warp: Warp, *, exact: bool = False, share: int = 1) -> Hits:
         """Look the sample's codes up as they would be under ``warp``.
 
-        ``exact`` returns exact code matches only, without the one-bit flips.
+        ``exact`` returns exact code matches only, without the one-bit flips;
+        ``share`` divides the budget of hits among that many lookups.
         """
         codes, frames = warp_codes(self.fingerprints.codes, self.fingerprints.frames, warp)
-        if exact:
-            return self.lookup.search(codes, frames, max_flips=0)
-        return self.lookup.search(codes, frames)
+        budget = None if self.max_hits is None else self.max_hits // share
+        return self.lookup.search(codes, frames, max_flips=0 if exact else 1, max_hits=budget)
 
     def align(
         self, warp: Warp, hits: Hits, *, top_k: int, min_confidence: float
@@ -205,7 +225,9 @@ def identify(
     hits = query.hits(IDENTITY, exact=True)
     fitted = query.candidates(IDENTITY, hits)
     ranked = best_per_reference(fitted, top_k=top_k, min_confidence=min_confidence)
-    if not _decisive(fitted, query.frames):
+    # An exact look that the budget cut short read no neighbour probes, and a
+    # full look would read the same ones: the codes come before their neighbours.
+    if hits.complete and not _decisive(fitted, query.frames):
         hits = query.hits(IDENTITY)
         ranked = query.align(IDENTITY, hits, top_k=top_k, min_confidence=min_confidence)
     warp = IDENTITY
@@ -278,7 +300,9 @@ def best_warp(query: Query, *, top_k: int = 1) -> tuple[Warp, Hits, list[Alignme
 
     Every warp is screened on exact code matches, scored by the votes of its
     strongest (content, offset) bin; the best few are looked up in full and
-    aligned.
+    aligned. The screen's lookups share one lookup's budget of hits: in a
+    large index the screen would otherwise cost as many full-budget lookups
+    as there are warps, on every sample that matches nothing.
 
     Returns
     -------
@@ -288,7 +312,7 @@ def best_warp(query: Query, *, top_k: int = 1) -> tuple[Warp, Hits, list[Alignme
     """
     screened: list[tuple[int, Warp]] = []
     for warp in WARPS:
-        votes = best_vote(query.hits(warp, exact=True))
+        votes = best_vote(query.hits(warp, exact=True, share=len(WARPS)))
         if votes:
             screened.append((votes, warp))
     screened.sort(key=lambda item: item[0], reverse=True)

@@ -20,8 +20,12 @@ ray = pytest.importorskip("ray")
 
 from acr import ContentSpec, Index  # noqa: E402 - after the skip
 from acr.cluster.local import LocalCluster  # noqa: E402
-from acr.cluster.serving import ClusterMatch, ShardedIndex  # noqa: E402
+from acr.cluster.serving import ClusterMatch, ShardedIndex, ShardedLookup  # noqa: E402
 from acr.demo import synth_song  # noqa: E402
+from acr.index.lookup import CodeLookup  # noqa: E402
+from acr.index.segment import read_segment  # noqa: E402
+from acr.index.store import SEGMENT_DIR  # noqa: E402
+from acr.matching import Hits  # noqa: E402
 from acr.results import MatchResult  # noqa: E402
 from acr.signals.audio import AudioSignal  # noqa: E402
 from acr.signals.base import Fingerprints  # noqa: E402
@@ -117,6 +121,34 @@ def test_sharded_answers_are_the_single_node_answers(
     assert sum(e.best is None for e in expected) == 2
     for answer, single_answer in zip(answers, expected, strict=True):
         assert _same(answer, single_answer)
+
+
+def test_a_lookup_over_budget_reads_what_a_single_node_reads(
+    sharded: ShardedIndex, index_dir: Path, queries: list[Fingerprints]
+) -> None:
+    single = CodeLookup()
+    with Index.open(index_dir, readonly=True) as index:
+        names = sorted({record.segment for record in index.list()})
+    for name in names:
+        single.add_segment(read_segment(index_dir / SEGMENT_DIR / name))
+    for query in queries:
+        budget = single.search(query.codes, query.frames).keys.size // 3
+        expected = single.search(query.codes, query.frames, max_hits=budget)
+        lookup = ShardedLookup(
+            sharded.replicas, sharded.timeout_s, sharded.snapshot, sharded.generation
+        )
+        got = lookup.search(query.codes, query.frames, max_hits=budget)
+        assert not lookup.missing
+        assert 0 < got.keys.size <= budget
+        assert not got.complete and not expected.complete
+        # Shards answer in their own order; the hits are the same.
+        assert _rows(got) == _rows(expected)
+
+
+def _rows(hits: Hits) -> list[tuple[int, int, int]]:
+    return sorted(
+        zip(hits.query_frames.tolist(), hits.keys.tolist(), hits.ref_frames.tolist(), strict=True)
+    )
 
 
 def test_new_segments_are_swapped_in_while_serving(

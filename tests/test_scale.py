@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 from acr.demo import synth_song
 from acr.index import lookup as lookup_module
 from acr.index import segment as segment_module
-from acr.index.lookup import CodeLookup
+from acr.index.lookup import CodeLookup, rarest_probes
 from acr.index.segment import (
     PostingTable,
     Segment,
@@ -28,8 +28,10 @@ from acr.index.segment import (
     write_table,
 )
 from acr.matching import Hits
+from acr.search import HIT_BUDGET, Query, identify
 from acr.signals.audio import AudioSignal
 from acr.signals.audio.codes import CODE_BITS
+from acr.signals.base import Fingerprints
 from tests.conftest import SONG_RATE
 
 SIGNAL = AudioSignal()
@@ -93,11 +95,17 @@ def queries() -> list[tuple[NDArray[np.uint32], NDArray[np.uint32]]]:
     return found
 
 
+FIELDS = ("query_frames", "keys", "ref_frames")
+
+
 def _same(left: Hits, right: Hits) -> bool:
-    return all(
-        np.array_equal(getattr(left, name), getattr(right, name))
-        for name in ("query_frames", "keys", "ref_frames")
-    )
+    return all(np.array_equal(getattr(left, name), getattr(right, name)) for name in FIELDS)
+
+
+def _probe_masks(flips: int) -> NDArray[np.uint32]:
+    """A code's probes: itself, then (with flips) bit 22 down to bit 0 flipped."""
+    bits = reversed(range(CODE_BITS)) if flips else []
+    return np.array([0, *(1 << bit for bit in bits)], dtype=np.uint32)
 
 
 @pytest.mark.parametrize(
@@ -154,3 +162,77 @@ def test_mapped_table_answers_like_the_segment(
     path.write_bytes(path.read_bytes()[:-1])
     with pytest.raises(Exception, match="corrupt"):
         map_table(path, CODE_BITS)
+
+
+def test_rarest_probes_fill_the_budget_codes_first_rarest_first() -> None:
+    # Two codes of three probes each: the code itself, then two neighbours.
+    lengths = np.array([9, 0, 3, 5, 1, 3], dtype=np.int64)
+    assert rarest_probes(lengths, 21, per_code=3).all()
+    assert rarest_probes(lengths, 100, per_code=3).all()
+    # Codes first (5 then 9), then neighbours rarest first (0, 1, then the two 3s in probe order).
+    assert rarest_probes(lengths, 18, per_code=3).tolist() == [True, True, True, True, True, False]
+    assert rarest_probes(lengths, 15, per_code=3).tolist() == [True, True, False, True, True, False]
+    assert rarest_probes(lengths, 13, per_code=3).tolist() == [
+        False,
+        False,
+        False,
+        True,
+        False,
+        False,
+    ]
+    # Exact lookups: one probe a code, rarest first.
+    assert rarest_probes(lengths, 10, per_code=1).tolist() == [False, True, True, False, True, True]
+
+
+def test_a_lookup_over_budget_reads_only_its_rarest_probes(
+    segments: list[Segment],
+    queries: list[tuple[NDArray[np.uint32], NDArray[np.uint32]]],
+) -> None:
+    tables = CodeLookup()
+    for segment in segments:
+        tables.add_segment(segment)
+    for flips in (0, 1):
+        for codes, frames in queries:
+            lengths = tables.probe_lengths(codes, max_flips=flips)
+            full = tables.search(codes, frames, max_flips=flips)
+            assert int(lengths.sum()) == full.keys.size
+            assert _same(
+                tables.search(codes, frames, max_flips=flips, max_hits=full.keys.size), full
+            )
+            budget = full.keys.size // 4
+            got = tables.search(codes, frames, max_flips=flips, max_hits=budget)
+            assert 0 < got.keys.size <= budget
+            assert full.complete and not got.complete
+            # Exactly the hits of the kept probes, in probe order: rebuild them one probe at a time.
+            probes = (codes[:, None] ^ _probe_masks(flips)[None, :]).ravel()
+            kept = rarest_probes(lengths, budget, per_code=_probe_masks(flips).size)
+            frames_per_probe = np.repeat(frames, _probe_masks(flips).size)
+            parts = [
+                tables.search(probes[i : i + 1], frames_per_probe[i : i + 1], max_flips=0)
+                for i in np.flatnonzero(kept)
+            ]
+            expected = Hits(*(np.concatenate([getattr(p, f) for p in parts]) for f in FIELDS))
+            assert _same(got, expected)
+            # The probes left out are the common ones (codes and neighbours apart).
+            own = np.arange(lengths.size) % _probe_masks(flips).size == 0
+            for group in (own, ~own):
+                if (group & kept).any() and (group & ~kept).any():
+                    assert lengths[group & ~kept].min() >= lengths[group & kept].max()
+
+
+def test_a_budget_keeps_the_answer_while_capping_the_work(
+    segments: list[Segment],
+    queries: list[tuple[NDArray[np.uint32], NDArray[np.uint32]]],
+) -> None:
+    tables = CodeLookup()
+    for segment in segments:
+        tables.add_segment(segment)
+    songs = [(701, 3.0), (705, 11.0), (708, 20.0)]
+    for (seed, start_s), (codes, frames) in zip(songs, queries, strict=False):
+        sample = Fingerprints("audio", codes, frames, SIGNAL.hop_s, 5.0)
+        full = tables.search(codes, frames).keys.size
+        for budget in (HIT_BUDGET, full // 4):
+            query = Query(sample, tables, lambda _: round(30.0 / SIGNAL.hop_s), 9, max_hits=budget)
+            best = identify(query, warps=False).ranked[0]
+            assert best.key == seed - 700 + 1
+            assert abs(best.offset_frames * SIGNAL.hop_s - start_s) < 0.1

@@ -105,6 +105,15 @@ class ShardReplica:
         with self._building:
             self._store.keep_only(ray.get(snapshot[0]))
 
+    def probe_lengths(
+        self, snapshot: list[Any], generation: int, codes: NDArray[np.uint32], max_flips: int
+    ) -> NDArray[np.int64]:
+        """The shard's postings under each probe of ``codes`` (``CodeLookup.probe_lengths``)."""
+        lengths: NDArray[np.int64] = self._lookup(snapshot, generation).probe_lengths(
+            codes, max_flips=max_flips
+        )
+        return lengths
+
     def search(
         self,
         snapshot: list[Any],
@@ -112,15 +121,21 @@ class ShardReplica:
         codes: NDArray[np.uint32],
         frames: NDArray[np.uint32],
         max_flips: int,
+        max_hits: int | None = None,
+        lengths: NDArray[np.int64] | None = None,
     ) -> Hits:
         """The shard's hits for a query, in the snapshot named by ``generation``.
 
+        ``lengths`` are the whole index's probe lengths, by which the probes
+        to read under ``max_hits`` are chosen as a single node would.
         Sent in the narrowest integer types that hold them (12 bytes a hit, not
         24), which keeps a typical answer under Ray's 100 KB limit for objects
         returned inline rather than through the object store.
         """
         lookup = self._lookup(snapshot, generation)
-        hits: Hits = lookup.search(codes, frames, max_flips=max_flips)
+        hits: Hits = lookup.search(
+            codes, frames, max_flips=max_flips, max_hits=max_hits, lengths=lengths
+        )
         return _narrow(hits)
 
 
@@ -159,31 +174,23 @@ class ShardedLookup:
     failed: set[tuple[int, int]] = field(default_factory=set)
 
     def search(
-        self, codes: NDArray[np.uint32], frames: NDArray[np.uint32], *, max_flips: int = BIT_FLIPS
+        self,
+        codes: NDArray[np.uint32],
+        frames: NDArray[np.uint32],
+        *,
+        max_flips: int = BIT_FLIPS,
+        max_hits: int | None = None,
     ) -> Hits:
-        """Every live posting of every shard within ``max_flips`` bits of a query code."""
+        """Every live posting of every shard within ``max_flips`` bits of a query code.
 
-        def ask(shard: int, attempt: int) -> tuple[int, Any]:
-            group = self.replicas[shard]
-            which = (self.first + attempt) % len(group)
-            request = group[which].search.remote(
-                self.snapshot, self.generation, codes, frames, max_flips
-            )
-            return which, request
-
-        asked = {shard: ask(shard, 0) for shard in range(len(self.replicas))}
-        parts: list[Hits] = []
-        for shard, (which, request) in asked.items():
-            for attempt in range(len(self.replicas[shard])):
-                if attempt:
-                    which, request = ask(shard, attempt)
-                try:
-                    parts.append(ray.get(request, timeout=self.timeout_s))
-                    break
-                except _FAILURES:
-                    self.failed.add((shard, which))
-            else:
-                self.missing.add(shard)
+        With ``max_hits``, the shards' probe lengths are gathered and summed
+        first, so that every shard reads the probes a single node would.
+        """
+        lengths = None
+        if max_hits is not None:
+            counted = self._fan_out("probe_lengths", codes, max_flips)
+            lengths = np.sum(counted, axis=0) if counted else None
+        parts: list[Hits] = self._fan_out("search", codes, frames, max_flips, max_hits, lengths)
         if not parts:
             empty = np.zeros(0, dtype=np.int64)
             return Hits(empty, empty, empty)
@@ -191,7 +198,36 @@ class ShardedLookup:
             query_frames=np.concatenate([p.query_frames for p in parts]).astype(np.int64),
             keys=np.concatenate([p.keys for p in parts]).astype(np.int64),
             ref_frames=np.concatenate([p.ref_frames for p in parts]).astype(np.int64),
+            complete=all(p.complete for p in parts),
         )
+
+    def _fan_out(self, method: str, *args: Any) -> list[Any]:
+        """Call ``method`` on one replica of every shard, the next replica when one fails.
+
+        Returns the answers of the shards that answered; the others are added
+        to :attr:`missing`.
+        """
+
+        def ask(shard: int, attempt: int) -> tuple[int, Any]:
+            group = self.replicas[shard]
+            which = (self.first + attempt) % len(group)
+            request = getattr(group[which], method).remote(self.snapshot, self.generation, *args)
+            return which, request
+
+        asked = {shard: ask(shard, 0) for shard in range(len(self.replicas))}
+        answers: list[Any] = []
+        for shard, (which, request) in asked.items():
+            for attempt in range(len(self.replicas[shard])):
+                if attempt:
+                    which, request = ask(shard, attempt)
+                try:
+                    answers.append(ray.get(request, timeout=self.timeout_s))
+                    break
+                except _FAILURES:
+                    self.failed.add((shard, which))
+            else:
+                self.missing.add(shard)
+        return answers
 
 
 @dataclass(frozen=True)
@@ -407,7 +443,9 @@ def _narrow(hits: Hits) -> Hits:
         fits = values.size == 0 or (values.min() >= 0 and values.max() <= np.iinfo(np.uint32).max)
         return values.astype(np.uint32) if fits else values
 
-    return Hits(narrow(hits.query_frames), narrow(hits.keys), narrow(hits.ref_frames))
+    return Hits(
+        narrow(hits.query_frames), narrow(hits.keys), narrow(hits.ref_frames), hits.complete
+    )
 
 
 def _serving_nodes() -> list[str]:

@@ -106,16 +106,41 @@ class CodeLookup:
             self._live.discard(key)
             self._removed.add(key)
 
+    def probe_lengths(
+        self, codes: NDArray[np.uint32], *, max_flips: int = BIT_FLIPS
+    ) -> NDArray[np.int64]:
+        """Postings stored under each probe of ``codes``, tombstoned ones included.
+
+        One count per probe, in probe order (code by code, the exact code and
+        then each flip), as :meth:`search` visits them.
+        """
+        probes = _probes(codes, max_flips)
+        lengths = np.zeros(probes.size, dtype=np.int64)
+        for table, directory in zip(self._tables, self._directories, strict=True):
+            start, end = _ranges(table, directory, probes)
+            lengths += end - start
+        return lengths
+
     def search(
-        self, codes: NDArray[np.uint32], frames: NDArray[np.uint32], *, max_flips: int = BIT_FLIPS
+        self,
+        codes: NDArray[np.uint32],
+        frames: NDArray[np.uint32],
+        *,
+        max_flips: int = BIT_FLIPS,
+        max_hits: int | None = None,
+        lengths: NDArray[np.int64] | None = None,
     ) -> Hits:
         """Every live posting whose code is within ``max_flips`` bits (at most one) of a query code.
 
         ``max_flips=0`` returns exact code matches only: one probe instead of
         24, a twentieth of the hits, for a cheap first look.
+
+        With ``max_hits``, a query whose probes hold more postings than that
+        reads only its rarest probes (:func:`rarest_probes`); ``lengths`` are
+        the probe lengths to choose by when this lookup is one shard of an
+        index (the whole index's, summed over shards), else its own.
         """
-        masks = _PROBES if max_flips >= 1 else _PROBES[:1]
-        probes = (codes.astype(np.uint32)[:, None] ^ masks[None, :]).ravel()
+        probes = _probes(codes, max_flips)
         if not self._tables or codes.size == 0:
             empty = np.zeros(0, dtype=np.int64)
             return Hits(empty, empty, empty)
@@ -123,14 +148,21 @@ class CodeLookup:
             _ranges(table, directory, probes)
             for table, directory in zip(self._tables, self._directories, strict=True)
         ]
+        complete = True
+        if max_hits is not None:
+            if lengths is None:
+                lengths = np.sum([end - start for start, end in spans], axis=0)
+            kept = rarest_probes(lengths, max_hits, per_code=probes.size // codes.size)
+            complete = bool(kept.all())
+            spans = [(start, np.where(kept, end, start)) for start, end in spans]
         # Hits come probe by probe, and within a probe table by table.
-        lengths = np.stack([end - start for start, end in spans], axis=1)
-        firsts = (np.cumsum(lengths.ravel()) - lengths.ravel()).reshape(lengths.shape)
-        total = int(lengths.sum())
+        per_table = np.stack([end - start for start, end in spans], axis=1)
+        firsts = (np.cumsum(per_table.ravel()) - per_table.ravel()).reshape(per_table.shape)
+        total = int(per_table.sum())
         query_frames = np.empty(total, dtype=np.int64)
         keys = np.empty(total, dtype=np.int64)
         ref_frames = np.empty(total, dtype=np.int64)
-        probe_frames = np.repeat(frames.astype(np.int64), masks.size)
+        probe_frames = np.repeat(frames.astype(np.int64), probes.size // max(1, codes.size))
         for column, (table, (start, end)) in enumerate(zip(self._tables, spans, strict=True)):
             _decode_into(
                 start,
@@ -146,8 +178,51 @@ class CodeLookup:
             )
         if self._removed:
             live = ~np.isin(keys, np.fromiter(self._removed, dtype=np.int64))
-            return Hits(query_frames[live], keys[live], ref_frames[live])
-        return Hits(query_frames, keys, ref_frames)
+            return Hits(query_frames[live], keys[live], ref_frames[live], complete)
+        return Hits(query_frames, keys, ref_frames, complete)
+
+
+def rarest_probes(lengths: NDArray[np.int64], max_hits: int, *, per_code: int) -> NDArray[np.bool_]:
+    """Which probes to read so that a query reads at most ``max_hits`` postings.
+
+    All of them when they fit. Otherwise the codes themselves come first and
+    their one-bit neighbours after, each group rarest first, as many as fit:
+    a code shared by many references is weak evidence for any one of them — a
+    chance hit on it is as likely as a true one — and costs in proportion to
+    its postings; a neighbour probe finds a true hit only when the sample
+    moved a peak by a band or a frame, about a twentieth as often as the code
+    itself. A reference's true hits come through codes of every kind, rare
+    ones included, so the answer survives while the cost stops growing with
+    the index.
+
+    Parameters
+    ----------
+    lengths : ndarray of int64
+        Postings under each probe, in probe order.
+    max_hits : int
+        Most postings to read.
+    per_code : int
+        Probes of each code (the code itself first).
+
+    Returns
+    -------
+    ndarray of bool
+        One flag a probe. Ties are broken by probe order, so every shard of an
+        index that is given the whole index's lengths keeps the same probes.
+    """
+    if int(lengths.sum()) <= max_hits:
+        return np.ones(lengths.size, dtype=bool)
+    neighbour = np.arange(lengths.size) % per_code != 0
+    order = np.lexsort((lengths, neighbour))
+    kept = np.zeros(lengths.size, dtype=bool)
+    kept[order[np.cumsum(lengths[order]) <= max_hits]] = True
+    return kept
+
+
+def _probes(codes: NDArray[np.uint32], max_flips: int) -> NDArray[np.uint32]:
+    """Every probe of ``codes``: code by code, the code itself then each one-bit flip."""
+    masks = _PROBES if max_flips >= 1 else _PROBES[:1]
+    return (codes.astype(np.uint32)[:, None] ^ masks[None, :]).ravel()
 
 
 _Directory = tuple[NDArray[np.int64], int]
