@@ -89,7 +89,7 @@ the audio benchmark's run of 2026-11-26 (ended 18:56 UTC), the exact look alone
 moved 13 answers to a repeat; in the 9 of them re-examined, the rival had 0.64
 to 1.0 of the chosen line's evidence. Half leaves a margin below that."""
 PITCH_SEARCH_BANDS = 1
-HIT_BUDGET = 1 << 19
+HIT_BUDGET = 1 << 21
 """Most postings one lookup reads; beyond it, only the query's rarest probes.
 
 A code's postings grow with the indexed hours, so a query's hits (and the
