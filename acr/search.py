@@ -89,6 +89,7 @@ the audio benchmark's run of 2026-11-26 (ended 18:56 UTC), the exact look alone
 moved 13 answers to a repeat; in the 9 of them re-examined, the rival had 0.64
 to 1.0 of the chosen line's evidence. Half leaves a margin below that."""
 PITCH_SEARCH_BANDS = 1
+"""Band steps tried either side when measuring a match's pitch."""
 HIT_BUDGET = 1 << 21
 """Most postings one lookup reads; beyond it, only the query's rarest probes.
 
@@ -101,7 +102,6 @@ match is then never more than a few budgets' worth of hits, however large the
 index — at the price of the true hits that the unread probes held. The
 benchmark catalogue (1.8 h) never reaches it; ``python -m benchmarks.scale``
 measures what it costs and saves from 10 to 10,000 hours."""
-"""Band steps tried either side when measuring a match's pitch."""
 
 
 class Lookup(Protocol):
