@@ -293,9 +293,10 @@ def measure_size(hours: float, n_queries: int, *, max_hits: int | None) -> dict[
             return round(durations[key] / SIGNAL.hop_s)
         return distractor_frames
 
+    counts = lookup.code_counts()
     latencies, read, exact_stored, correct = [], [], [], 0
     for which, offset_s, query in catalogue.queries:
-        exact_stored.append(int(lookup.probe_lengths(query.codes, max_flips=0).sum()))
+        exact_stored.append(int(counts[query.codes].sum()))
         counting = CountingLookup(lookup)
         begin = time.perf_counter()
         answer = identify(Query(query, counting, ref_frames, n_references, max_hits=max_hits))
@@ -455,7 +456,9 @@ def served_search(served: Any, query: Fingerprints) -> None:
     """One fan-out lookup of a query's codes, without matching."""
     from acr.cluster.serving import ShardedLookup
 
-    lookup = ShardedLookup(served.replicas, served.timeout_s, served.snapshot, served.generation)
+    lookup = ShardedLookup(
+        served.replicas, served.timeout_s, served.snapshot, served.generation, served.counts
+    )
     lookup.search(query.codes, query.frames)
 
 

@@ -131,11 +131,16 @@ def test_a_lookup_over_budget_reads_what_a_single_node_reads(
         names = sorted({record.segment for record in index.list()})
     for name in names:
         single.add_segment(read_segment(index_dir / SEGMENT_DIR / name))
+    assert np.array_equal(sharded.counts, single.code_counts())
     for query in queries:
         budget = single.search(query.codes, query.frames).keys.size // 3
         expected = single.search(query.codes, query.frames, max_hits=budget)
         lookup = ShardedLookup(
-            sharded.replicas, sharded.timeout_s, sharded.snapshot, sharded.generation
+            sharded.replicas,
+            sharded.timeout_s,
+            sharded.snapshot,
+            sharded.generation,
+            sharded.counts,
         )
         got = lookup.search(query.codes, query.frames, max_hits=budget)
         assert not lookup.missing

@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 from acr.demo import synth_song
 from acr.index import lookup as lookup_module
 from acr.index import segment as segment_module
-from acr.index.lookup import CodeLookup, rarest_probes
+from acr.index.lookup import CodeLookup, probes_of, rarest_probes
 from acr.index.segment import (
     PostingTable,
     Segment,
@@ -193,7 +193,7 @@ def test_a_lookup_over_budget_reads_only_its_rarest_probes(
         tables.add_segment(segment)
     for flips in (0, 1):
         for codes, frames in queries:
-            lengths = tables.probe_lengths(codes, max_flips=flips)
+            lengths = tables.code_counts()[probes_of(codes, flips)]
             full = tables.search(codes, frames, max_flips=flips)
             assert int(lengths.sum()) == full.keys.size
             assert _same(
@@ -204,7 +204,8 @@ def test_a_lookup_over_budget_reads_only_its_rarest_probes(
             assert 0 < got.keys.size <= budget
             assert full.complete and not got.complete
             # Exactly the hits of the kept probes, in probe order: rebuild them one probe at a time.
-            probes = (codes[:, None] ^ _probe_masks(flips)[None, :]).ravel()
+            probes = probes_of(codes, flips)
+            assert np.array_equal(probes, (codes[:, None] ^ _probe_masks(flips)[None, :]).ravel())
             kept = rarest_probes(lengths, budget, per_code=_probe_masks(flips).size)
             frames_per_probe = np.repeat(frames, _probe_masks(flips).size)
             parts = [

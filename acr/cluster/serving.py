@@ -37,11 +37,12 @@ from ray.exceptions import GetTimeoutError, RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from acr.cluster.shards import ShardStore, Snapshot, read_snapshot
-from acr.index.lookup import BIT_FLIPS
+from acr.index.lookup import BIT_FLIPS, probes_of
 from acr.index.store import match_result
 from acr.matching import DEFAULT_MIN_CONFIDENCE, Hits
 from acr.results import MatchResult
 from acr.search import Query, identify
+from acr.signals.audio.codes import CODE_BITS
 from acr.signals.base import Fingerprints
 
 DEFAULT_TIMEOUT_S = 10.0
@@ -105,14 +106,13 @@ class ShardReplica:
         with self._building:
             self._store.keep_only(ray.get(snapshot[0]))
 
-    def probe_lengths(
-        self, snapshot: list[Any], generation: int, codes: NDArray[np.uint32], max_flips: int
-    ) -> NDArray[np.int64]:
-        """The shard's postings under each probe of ``codes`` (``CodeLookup.probe_lengths``)."""
-        lengths: NDArray[np.int64] = self._lookup(snapshot, generation).probe_lengths(
-            codes, max_flips=max_flips
-        )
-        return lengths
+    def code_counts(
+        self, snapshot: list[Any], generation: int
+    ) -> tuple[NDArray[np.uint32], NDArray[np.int64]]:
+        """The shard's postings per code in a snapshot, as (codes held, their counts)."""
+        counts = self._lookup(snapshot, generation).code_counts()
+        held = np.flatnonzero(counts)
+        return held.astype(np.uint32), counts[held]
 
     def search(
         self,
@@ -157,6 +157,9 @@ class ShardedLookup:
         it has not built that snapshot yet (a replacement replica).
     generation : int
         The served snapshot's generation.
+    counts : ndarray of int64
+        Postings per code in that snapshot, summed over the shards (what a
+        budgeted lookup chooses its probes by).
     first : int
         Which replica of each shard is asked first (round robin between queries).
     missing : set of int
@@ -169,6 +172,7 @@ class ShardedLookup:
     timeout_s: float
     snapshot: list[Any]
     generation: int
+    counts: NDArray[np.int64]
     first: int = 0
     missing: set[int] = field(default_factory=set)
     failed: set[tuple[int, int]] = field(default_factory=set)
@@ -183,14 +187,12 @@ class ShardedLookup:
     ) -> Hits:
         """Every live posting of every shard within ``max_flips`` bits of a query code.
 
-        With ``max_hits``, the shards' probe lengths are gathered and summed
-        first, so that every shard reads the probes a single node would.
+        With ``max_hits``, every shard is given the whole index's probe
+        lengths (from :attr:`counts`), so that it reads the probes a single
+        node would.
         """
-        lengths = None
-        if max_hits is not None:
-            counted = self._fan_out("probe_lengths", codes, max_flips)
-            lengths = np.sum(counted, axis=0) if counted else None
-        parts: list[Hits] = self._fan_out("search", codes, frames, max_flips, max_hits, lengths)
+        lengths = None if max_hits is None else self.counts[probes_of(codes, max_flips)]
+        parts: list[Hits] = self.fan_out("search", codes, frames, max_flips, max_hits, lengths)
         if not parts:
             empty = np.zeros(0, dtype=np.int64)
             return Hits(empty, empty, empty)
@@ -201,7 +203,7 @@ class ShardedLookup:
             complete=all(p.complete for p in parts),
         )
 
-    def _fan_out(self, method: str, *args: Any) -> list[Any]:
+    def fan_out(self, method: str, *args: Any) -> list[Any]:
         """Call ``method`` on one replica of every shard, the next replica when one fails.
 
         Returns the answers of the shards that answered; the others are added
@@ -315,6 +317,7 @@ class ShardedIndex:
             [self._spawn(shard, node) for node in self._nodes[shard]] for shard in range(shards)
         ]
         ray.get([r.describe.remote() for group in self.replicas for r in group])
+        self.counts = self._code_counts(self.snapshot, self.generation)
 
     @property
     def generation(self) -> int:
@@ -336,12 +339,27 @@ class ShardedIndex:
             return False
         reference = [ray.put(snapshot)]
         ray.get([r.prepare.remote(reference) for group in self.replicas for r in group])
+        counts = self._code_counts(reference, snapshot.generation)
         with self._lock:
             self._current, self._records, self.snapshot = snapshot, records, reference
+            self.counts = counts
         for group in self.replicas:
             for replica in group:
                 replica.retire.remote(reference)
         return True
+
+    def _code_counts(self, snapshot: list[Any], generation: int) -> NDArray[np.int64]:
+        """Postings per code in a snapshot, every shard's summed (64 MB, once per snapshot)."""
+        asking = ShardedLookup(
+            self.replicas, self.timeout_s, snapshot, generation, np.zeros(0, dtype=np.int64)
+        )
+        answers = asking.fan_out("code_counts")
+        if asking.missing:
+            raise RuntimeError(f"shards {sorted(asking.missing)} could not count their codes")
+        counts = np.zeros(1 << CODE_BITS, dtype=np.int64)
+        for held, held_counts in answers:
+            counts[held] += held_counts
+        return counts
 
     def _spawn(self, shard: int, node_id: str) -> Any:
         """A new replica of ``shard`` on ``node_id``, serving the current snapshot."""
@@ -410,7 +428,12 @@ class ShardedIndex:
         with self._lock:
             records = self._records
             lookup = ShardedLookup(
-                self.replicas, self.timeout_s, self.snapshot, self.generation, next(self._turn)
+                self.replicas,
+                self.timeout_s,
+                self.snapshot,
+                self.generation,
+                self.counts,
+                first=next(self._turn),
             )
 
         def ref_frames(key: int) -> int:

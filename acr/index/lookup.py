@@ -106,20 +106,21 @@ class CodeLookup:
             self._live.discard(key)
             self._removed.add(key)
 
-    def probe_lengths(
-        self, codes: NDArray[np.uint32], *, max_flips: int = BIT_FLIPS
-    ) -> NDArray[np.int64]:
-        """Postings stored under each probe of ``codes``, tombstoned ones included.
+    def code_counts(self) -> NDArray[np.int64]:
+        """Postings stored under every code (``2**CODE_BITS`` counts), tombstoned ones included.
 
-        One count per probe, in probe order (code by code, the exact code and
-        then each flip), as :meth:`search` visits them.
+        ``code_counts()[probes_of(codes, max_flips)]`` is what each probe of
+        a query would read; a sharded index sums its shards' counts once per
+        snapshot to choose the probes under a budget as a single node would.
         """
-        probes = _probes(codes, max_flips)
-        lengths = np.zeros(probes.size, dtype=np.int64)
-        for table, directory in zip(self._tables, self._directories, strict=True):
-            start, end = _ranges(table, directory, probes)
-            lengths += end - start
-        return lengths
+        counts = np.zeros(1 << CODE_BITS, dtype=np.int64)
+        for table in self._tables:
+            sizes = np.diff(np.asarray(table.offsets, dtype=np.int64))
+            if table.codes is None:
+                counts[: sizes.size] += sizes
+            else:
+                counts[np.asarray(table.codes)] += sizes
+        return counts
 
     def search(
         self,
@@ -138,9 +139,10 @@ class CodeLookup:
         With ``max_hits``, a query whose probes hold more postings than that
         reads only its rarest probes (:func:`rarest_probes`); ``lengths`` are
         the probe lengths to choose by when this lookup is one shard of an
-        index (the whole index's, summed over shards), else its own.
+        index (the whole index's, from its summed :meth:`code_counts`), else
+        its own.
         """
-        probes = _probes(codes, max_flips)
+        probes = probes_of(codes, max_flips)
         if not self._tables or codes.size == 0:
             empty = np.zeros(0, dtype=np.int64)
             return Hits(empty, empty, empty)
@@ -219,7 +221,7 @@ def rarest_probes(lengths: NDArray[np.int64], max_hits: int, *, per_code: int) -
     return kept
 
 
-def _probes(codes: NDArray[np.uint32], max_flips: int) -> NDArray[np.uint32]:
+def probes_of(codes: NDArray[np.uint32], max_flips: int) -> NDArray[np.uint32]:
     """Every probe of ``codes``: code by code, the code itself then each one-bit flip."""
     masks = _PROBES if max_flips >= 1 else _PROBES[:1]
     return (codes.astype(np.uint32)[:, None] ^ masks[None, :]).ravel()
