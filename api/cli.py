@@ -74,15 +74,20 @@ def _run_serve(args: argparse.Namespace) -> int:
             stale.unlink()
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     configure_logging(settings.log_level)
-    uvicorn.run(
-        "api.app:create_app",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_config=None,
-        access_log=False,
-    )
+    options: dict[str, Any] = {
+        "factory": True,
+        "host": args.host,
+        "port": args.port,
+        "workers": args.workers,
+        "log_config": None,
+        "access_log": False,
+    }
+    if args.workers > 1:
+        from api import workers
+
+        workers.serve(uvicorn.Config("api.app:create_app", **options))
+    else:
+        uvicorn.run("api.app:create_app", **options)
     return EXIT_OK
 
 

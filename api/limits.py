@@ -102,16 +102,19 @@ class BodySizeLimitMiddleware:
             await self.app(scope, receive, send)
             return
         limit = self.limits(str(scope.get("method", "GET")), str(scope.get("path", "")))
-        too_large = Problem(
-            413,
-            "payload_too_large",
-            f"the request body is larger than the limit of {_describe(limit)}",
-        )
+
+        def too_large() -> Problem:  # built when needed: most requests never are
+            return Problem(
+                413,
+                "payload_too_large",
+                f"the request body is larger than the limit of {_describe(limit)}",
+            )
+
         length = _content_length(scope)
         if length is not None and length > limit:
             # Answered before the app (and its key lookup) runs; the body is never read,
             # and the server closes the connection rather than keep it alive.
-            await problem_response(Request(scope), too_large)(scope, receive, send)
+            await problem_response(Request(scope), too_large())(scope, receive, send)
             return
 
         received = 0
@@ -142,7 +145,7 @@ class BodySizeLimitMiddleware:
                     # client is owed the 413. Raising here instead would reach the app's
                     # exception handlers after it started its response, a 500.
                     replaced = True
-                    await problem_response(Request(scope), too_large)(scope, receive, send)
+                    await problem_response(Request(scope), too_large())(scope, receive, send)
                     return
             await send(message)
 
@@ -151,7 +154,7 @@ class BodySizeLimitMiddleware:
         except PayloadTooLarge:
             if started:
                 raise
-            await problem_response(Request(scope), too_large)(scope, receive, send)
+            await problem_response(Request(scope), too_large())(scope, receive, send)
 
 
 def install(app: FastAPI, settings: Settings) -> None:

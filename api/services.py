@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from anyio import CapacityLimiter
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -21,6 +20,7 @@ from acr.ratelimit import RateLimiter, build_rate_limiter
 from acr.settings import Settings
 from acr.signals.base import Fingerprints, MediaSource
 from acr.streaming import Matcher
+from api.lane import MatchLane
 
 
 class AudioIndex(Matcher, Protocol):
@@ -46,12 +46,13 @@ class Services:
     """Pictures: ``<index_dir>/video``, beside the audio index's own files."""
     viewer_secret: bytes
     rate_limiter: RateLimiter
-    match_lane: CapacityLimiter
-    """Worker threads that may identify samples at once in this process (see :func:`match_lane`)."""
+    match_lane: MatchLane
+    """The threads that identify samples in this process (see :func:`match_lane`)."""
     keys: KeyCache = field(default_factory=KeyCache)
     """API keys this process authenticated recently (see :class:`~acr.auth.KeyCache`)."""
 
     def close(self) -> None:
+        self.match_lane.close()
         self.index.close()
         self.video_index.close()
         self.rate_limiter.close()
@@ -72,7 +73,7 @@ def build_services(settings: Settings) -> Services:
     )
 
 
-def match_lane(settings: Settings) -> CapacityLimiter:
+def match_lane(settings: Settings) -> MatchLane:
     """How many match requests one server process works on at once.
 
     Matching in-process is Python and numpy under one GIL: a second thread adds
@@ -83,7 +84,7 @@ def match_lane(settings: Settings) -> CapacityLimiter:
     each worker run its write transactions at full speed. A cluster index waits
     on the network instead, so its lane is as wide as the thread pool.
     """
-    return CapacityLimiter(1 if not settings.ray_address else 40)
+    return MatchLane(1 if not settings.ray_address else 40)
 
 
 def _audio_index(settings: Settings) -> AudioIndex:

@@ -200,7 +200,7 @@ def test_one_process_identifies_one_sample_at_a_time(
         statuses = list(pool.map(send, range(8)))
     assert statuses == [200] * 8
     assert inside["most"] == 1
-    assert services.match_lane.total_tokens == 1
+    assert services.match_lane.width == 1
 
 
 def test_a_sped_up_sample_reports_its_speed_and_pitch(

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Annotated, Any, Literal
 
-from anyio import to_thread
 from fastapi import APIRouter, File, Form, Response, UploadFile
 from pydantic import BaseModel, Field
 from sqlalchemy import bindparam, select
@@ -145,6 +144,38 @@ class _Query:
         return parts
 
 
+# The form's fields: the route documents and checks them.
+ViewerIdForm = Annotated[
+    str, Form(min_length=1, max_length=256, description="Opaque viewer id; stored hashed")
+]
+SampleFile = Annotated[
+    UploadFile | None, File(description="Audio or video media in any common format")
+]
+FingerprintsFile = Annotated[
+    UploadFile | None,
+    File(description="Query fingerprints computed on the client (acr wire format)"),
+]
+VideoHashesFile = Annotated[
+    UploadFile | None,
+    File(
+        description="Frame hashes computed on the client (acr video wire format, "
+        "about 2.5 KB per second of picture): a smart TV's own frame buffer"
+    ),
+]
+FramesFiles = Annotated[
+    list[UploadFile] | None,
+    File(description=f"A handful of still frames (images), in time order; at most {MAX_FRAMES}"),
+]
+FrameIntervalForm = Annotated[
+    float, Form(gt=0, le=10, description="Seconds between consecutive `frames`")
+]
+CountryForm = Annotated[str | None, Form(pattern="^[A-Za-z]{2}$", description="ISO 3166-1 alpha-2")]
+PlatformForm = Annotated[str | None, Form(min_length=1, max_length=32)]
+MaxCampaignsForm = Annotated[int, Form(ge=0, le=10)]
+DEFAULT_FRAME_INTERVAL_S = 1.0 / DEFAULT_FPS
+DEFAULT_MAX_CAMPAIGNS = 3
+
+
 @router.post(
     "/match",
     response_model=MatchResponse,
@@ -154,37 +185,15 @@ async def match(
     services: ServicesDep,
     principal: RateLimitedViewerAppDep,
     response: Response,
-    viewer_id: Annotated[
-        str, Form(min_length=1, max_length=256, description="Opaque viewer id; stored hashed")
-    ],
-    sample: Annotated[
-        UploadFile | None, File(description="Audio or video media in any common format")
-    ] = None,
-    fingerprints: Annotated[
-        UploadFile | None,
-        File(description="Query fingerprints computed on the client (acr wire format)"),
-    ] = None,
-    video_hashes: Annotated[
-        UploadFile | None,
-        File(
-            description="Frame hashes computed on the client (acr video wire format, "
-            "about 2.5 KB per second of picture): a smart TV's own frame buffer"
-        ),
-    ] = None,
-    frames: Annotated[
-        list[UploadFile] | None,
-        File(
-            description=f"A handful of still frames (images), in time order; at most {MAX_FRAMES}"
-        ),
-    ] = None,
-    frame_interval_s: Annotated[
-        float, Form(gt=0, le=10, description="Seconds between consecutive `frames`")
-    ] = 1.0 / DEFAULT_FPS,
-    country: Annotated[
-        str | None, Form(pattern="^[A-Za-z]{2}$", description="ISO 3166-1 alpha-2")
-    ] = None,
-    platform: Annotated[str | None, Form(min_length=1, max_length=32)] = None,
-    max_campaigns: Annotated[int, Form(ge=0, le=10)] = 3,
+    viewer_id: ViewerIdForm,
+    sample: SampleFile = None,
+    fingerprints: FingerprintsFile = None,
+    video_hashes: VideoHashesFile = None,
+    frames: FramesFiles = None,
+    frame_interval_s: FrameIntervalForm = DEFAULT_FRAME_INTERVAL_S,
+    country: CountryForm = None,
+    platform: PlatformForm = None,
+    max_campaigns: MaxCampaignsForm = DEFAULT_MAX_CAMPAIGNS,
     idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
     """Identify a sample and serve the campaigns attached to that content at that moment.
@@ -213,7 +222,7 @@ async def match(
         max_campaigns=max_campaigns,
         idempotency_key=idempotency_key,
     )
-    return await to_thread.run_sync(work, limiter=services.match_lane)
+    return await services.match_lane.run(work)
 
 
 def _match(
@@ -232,6 +241,7 @@ def _match(
     max_campaigns: int,
     idempotency_key: str | None,
 ) -> dict[str, Any]:
+    """All of a match request's blocking work, in the match lane."""
     pictures = [p for p in (video_hashes, *(frames or [])) if p is not None]
     if sample is not None and (fingerprints is not None or pictures):
         raise _one_of("`sample` (media) comes alone, without client-side evidence")
@@ -292,7 +302,7 @@ def _identify_and_serve(
     started = time.perf_counter()
     settings = services.settings
     found: Match | None = None
-    content: Content | None = None
+    content: LiveContent | None = None
     heard = _hear(services, query)
     seen = _see(services, query, sound_failed=heard.failure)
     reason: NoMatchReason | None = None
@@ -441,7 +451,7 @@ def _video_hashes(services: Services, query: _Query) -> VideoHashes:
 def respond(
     services: Services,
     found: Match | None,
-    content: Content | None,
+    content: LiveContent | None,
     reason: NoMatchReason | None,
     *,
     viewer: Viewer,
@@ -474,7 +484,7 @@ def respond(
 
 
 def _moment(
-    found: Match | None, content: Content | None, viewer: Viewer, max_campaigns: int
+    found: Match | None, content: LiveContent | None, viewer: Viewer, max_campaigns: int
 ) -> Moment | None:
     """The moment campaigns are served for, if there is one and campaigns are wanted."""
     if found is None or content is None or max_campaigns <= 0:
@@ -493,7 +503,7 @@ def _moment(
 def _recorded(
     session: Session,
     found: Match | None,
-    content: Content | None,
+    content: LiveContent | None,
     reason: NoMatchReason | None,
     *,
     viewer: Viewer,
@@ -514,7 +524,7 @@ def _recorded(
 
 def _body(
     found: Match | None,
-    content: Content | None,
+    content: LiveContent | None,
     reason: NoMatchReason | None,
     served: list[ServedCampaign],
     query_duration_s: float,
@@ -553,15 +563,27 @@ def _client_fingerprints(data: bytes, max_seconds: float) -> Fingerprints:
     return query
 
 
-_LIVE = select(Content).where(
+@dataclass(frozen=True)
+class LiveContent:
+    """What an answer tells of a matched content the library serves."""
+
+    id: str
+    title: str
+    kind: str
+
+
+_LIVE = select(Content.id, Content.title, Content.kind).where(
     Content.id.in_(bindparam("ids", expanding=True)),
     Content.deleted_at.is_(None),
     Content.status == "ready",
 )
-"""Contents among ``ids`` that the library serves; built once, so compiled once."""
+"""Contents among ``ids`` that the library serves; built once, so compiled once. Three
+columns through the session's connection: no ORM entities to build for a lookup."""
 
 
-def first_live(services: Services, candidates: list[Match]) -> tuple[Match | None, Content | None]:
+def first_live(
+    services: Services, candidates: list[Match]
+) -> tuple[Match | None, LiveContent | None]:
     """The best candidate whose content the library still serves (not deleted, indexed)."""
     if not candidates:
         return None, None
@@ -571,18 +593,17 @@ def first_live(services: Services, candidates: list[Match]) -> tuple[Match | Non
 
 def _live_candidate(
     session: Session, candidates: list[Match]
-) -> tuple[Match | None, Content | None]:
+) -> tuple[Match | None, LiveContent | None]:
     """:func:`first_live` in the caller's session."""
-    rows = {
-        row.id: row for row in session.scalars(_LIVE, {"ids": [m.content_id for m in candidates]})
-    }
+    ids = [m.content_id for m in candidates]
+    rows = {row.id: LiveContent(*row) for row in session.connection().execute(_LIVE, {"ids": ids})}
     for candidate in candidates:
         if candidate.content_id in rows:
             return candidate, rows[candidate.content_id]
     return None, None
 
 
-def _matched(found: Match, content: Content) -> MatchedContent:
+def _matched(found: Match, content: LiveContent) -> MatchedContent:
     return MatchedContent(
         content_id=content.id,
         title=content.title,

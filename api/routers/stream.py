@@ -37,13 +37,11 @@ from functools import partial
 from typing import Any
 
 import numpy as np
-from anyio import to_thread
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from acr.auth import AuthError, Principal, Role, authenticate
-from acr.db.models import Content
 from acr.matching import DEFAULT_MIN_CONFIDENCE
 from acr.results import Match
 from acr.streaming import MAX_SECONDS, LookPlan, StreamMatcher
@@ -52,6 +50,7 @@ from api.problems import Problem
 from api.ratelimiting import enforce
 from api.routers.match import (
     MAX_CANDIDATES,
+    LiveContent,
     NoMatchReason,
     Viewer,
     first_live,
@@ -152,9 +151,9 @@ async def _run(websocket: WebSocket, services: Services) -> None:
         text: str | None = message.get("text")
         if data is not None:
             pcm = _pcm(data, max_bytes)
-            best = await to_thread.run_sync(matcher.push, pcm, limiter=services.match_lane)
+            best = await services.match_lane.run(partial(matcher.push, pcm))
         elif text is not None and _is_end(text):
-            best = await to_thread.run_sync(matcher.finish, limiter=services.match_lane)
+            best = await services.match_lane.run(matcher.finish)
         else:
             raise StreamError(
                 "bad_message",
@@ -168,7 +167,7 @@ async def _run(websocket: WebSocket, services: Services) -> None:
                 serving = partial(
                     _serve, services, found, content, viewer, params.max_campaigns, matcher, started
                 )
-                body = await to_thread.run_sync(serving, limiter=services.match_lane)
+                body = await services.match_lane.run(serving)
                 observe_match("match", body["elapsed_ms"] / 1000)
                 observe_engagement(len(body["campaigns"]))
                 await _send_and_close(websocket, {"type": "match", **body})
@@ -274,7 +273,7 @@ def _is_end(text: str) -> bool:
 def _serve(
     services: Services,
     found: Match,
-    content: Content,
+    content: LiveContent,
     viewer: Viewer,
     max_campaigns: int,
     matcher: StreamMatcher,
