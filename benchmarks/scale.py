@@ -412,6 +412,7 @@ def cluster_run(n_queries: int, seconds: float) -> dict[str, Any]:
             "slowest_ms": 1000 * max(t for _, _, t in during),
         }
         served.close()
+        cluster.wait_until_gone(0)
         single_node = ShardedIndex(index_dir, shards=4, replicas=1)
         found["one_worker"] = _throughput(single_node, queries, seconds)
         single_node.close()

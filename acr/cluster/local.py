@@ -8,6 +8,7 @@ kills a worker node's processes outright, as a crash would.
 
 from __future__ import annotations
 
+import time
 from types import TracebackType
 from typing import Any, Self
 
@@ -59,6 +60,20 @@ class LocalCluster:
     def kill_worker(self, index: int) -> None:
         """Kill worker node ``index`` (raylet and its workers) without a graceful exit."""
         self._cluster.remove_node(self.workers[index], allow_graceful=False)
+
+    def wait_until_gone(self, index: int, timeout_s: float = 60.0) -> None:
+        """Wait until Ray no longer lists worker node ``index`` as alive.
+
+        A node killed without a graceful exit is declared dead only when its
+        heartbeats have been missed for a while; until then Ray would still
+        place new actors on it.
+        """
+        node_id = self.worker_node_id(index)
+        deadline = time.monotonic() + timeout_s
+        while any(n["NodeID"] == node_id and n.get("Alive") for n in ray.nodes()):  # type: ignore[no-untyped-call]
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"worker node {index} is still listed alive after {timeout_s} s")
+            time.sleep(0.5)
 
     def shutdown(self) -> None:
         """Disconnect and stop every node this object started."""

@@ -115,7 +115,8 @@ class CodeLookup:
         """
         counts = np.zeros(1 << CODE_BITS, dtype=np.int64)
         for table in self._tables:
-            sizes = np.diff(np.asarray(table.offsets, dtype=np.int64))
+            offsets = np.asarray(table.offsets, dtype=np.int64)
+            sizes = offsets[1:] - offsets[:-1]
             if table.codes is None:
                 counts[: sizes.size] += sizes
             else:
