@@ -8,6 +8,8 @@ import pytest
 from acr.index.video_lookup import VideoHits
 from acr.signals.video.views import HALVES
 from acr.video_matching import (
+    CORROBORATION,
+    DECISIVE_DISTANCE,
     DECISIVE_RIVAL_RATIO,
     DECISIVE_SIGNIFICANCE,
     DEFAULT_MIN_CONFIDENCE,
@@ -53,11 +55,77 @@ def _align(
     )
 
 
+def _align_hits(
+    frame_times: list[float],
+    frame_views: list[int],
+    rows: list[tuple[int, int, float, int]],
+    *,
+    top_k: int = 1,
+) -> list[VideoAlignment]:
+    """Align explicit hits ``(query hash, content, reference time, distance)``; hash ``i``
+    is a picture of its own at ``frame_times[i]`` in view ``frame_views[i]``."""
+    query, keys, ref_times, distances = (np.asarray(column) for column in zip(*rows, strict=True))
+    return align_video(
+        VideoHits(
+            query=query.astype(np.int64),
+            keys=keys.astype(np.int64),
+            ref_times_s=ref_times.astype(np.float64),
+            distances=distances.astype(np.int64),
+        ),
+        query_times_s=np.asarray(frame_times),
+        query_groups=np.arange(len(frame_times), dtype=np.int64),
+        query_views=np.asarray(frame_views, dtype=np.uint8),
+        interval_s=INTERVAL,
+        total_cells=CELLS,
+        top_k=top_k,
+        min_confidence=0.0,
+    )
+
+
 def test_close_hits_on_distinct_pictures_align() -> None:
     found = _align([0.0, 0.5, 1.0, 1.5], [7], distance=20)
     assert [a.key for a in found] == [7]
     assert found[0].offset_s == pytest.approx(10.0)
     assert found[0].confidence >= DEFAULT_MIN_CONFIDENCE and found[0].votes == 4
+    assert found[0].distance == 20
+
+
+def test_contents_tied_on_evidence_go_to_the_closest_match() -> None:
+    """Near-duplicate adverts: the same shot weighs the same in both."""
+    times = [1.0, 1.5, 2.0, 2.5]
+    rows = [(i, key, t + 3.0, d) for i, t in enumerate(times) for key, d in ((1, 30), (2, 10))]
+    found = _align_hits(times, [0] * 4, rows, top_k=2)
+    assert [a.key for a in found] == [2, 1]
+    assert found[0].evidence == found[1].evidence
+    assert [a.key for a in _align_hits(times, [0] * 4, rows)] == [2]
+
+
+def test_a_tie_goes_to_the_alignment_that_keeps_the_sample_inside_its_reference() -> None:
+    """Content 1 shows the shot from its own start, so on it the sample would begin 0.75 s
+    before the reference does; content 2 explains the same frames from inside."""
+    times = [1.0, 1.5, 2.0, 2.5]
+    rows = [(i, 1, t - 0.75, 10) for i, t in enumerate(times)]
+    rows += [(i, 2, t + 3.0, 30) for i, t in enumerate(times)]
+    found = _align_hits(times, [0] * 4, rows, top_k=2)
+    assert [a.key for a in found] == [2, 1]
+    assert found[1].offset_s == pytest.approx(-0.75)
+
+
+def test_a_half_is_corroborated_only_by_a_view_with_evidence_of_its_own() -> None:
+    """Shared graphics in the bottom half, and a few chance whole-picture hits at the radius."""
+    bottom = HALVES[1]
+    times = [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
+    half = [(i, 7, t + 10.0, 20) for i, t in enumerate(times)]
+    [alone] = _align_hits(times, [bottom] * 6, half)
+
+    def with_whole(distance: int) -> VideoAlignment:
+        whole = [(6 + i, 7, t + 10.0, distance) for i, t in enumerate(times[:3])]
+        return _align_hits(times + times[:3], [bottom] * 6 + [0] * 3, half + whole)[0]
+
+    weak, strong = with_whole(62), with_whole(20)
+    assert 3 * (65 - 62) / (65 - 52) < CORROBORATION <= 3
+    assert weak.evidence == pytest.approx(alone.evidence)
+    assert strong.evidence == pytest.approx(2 * alone.evidence)
 
 
 def test_hits_at_the_edge_of_the_radius_are_not_evidence() -> None:
@@ -129,8 +197,10 @@ def test_pictures_of_one_shot_are_not_independent_evidence() -> None:
     assert together.confidence < apart.confidence
 
 
-def _alignment(key: int, significance: float, evidence: float) -> VideoAlignment:
-    return VideoAlignment(key, 10.0, 4, evidence, significance, 1.0, 0.0, 4.75)
+def _alignment(
+    key: int, significance: float, evidence: float, distance: float = 10.0
+) -> VideoAlignment:
+    return VideoAlignment(key, 10.0, 4, evidence, significance, 1.0, 0.0, 4.75, distance)
 
 
 def test_only_an_overwhelming_answer_without_a_close_rival_is_decisive() -> None:
@@ -146,3 +216,6 @@ def test_only_an_overwhelming_answer_without_a_close_rival_is_decisive() -> None
     # A line that leaves part of the sample outside its reference, or spans too little of it.
     assert not decisive([strong], 5.0, {1: 12.0})
     assert not decisive([strong], 10.0, durations)
+    # A picture that only resembles the reference's (a crop of a zoom): the windows place it.
+    far = _alignment(1, DECISIVE_SIGNIFICANCE + 1, 8.0, distance=DECISIVE_DISTANCE + 4)
+    assert not decisive([far], 5.0, durations)
