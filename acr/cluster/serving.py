@@ -39,6 +39,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from acr.cluster.shards import ShardStore, Snapshot, read_snapshot
 from acr.index.lookup import BIT_FLIPS, probes_of
 from acr.index.store import match_result
+from acr.kernels import compile_kernels
 from acr.matching import DEFAULT_MIN_CONFIDENCE, Hits
 from acr.results import MatchResult
 from acr.search import Query, identify
@@ -72,6 +73,9 @@ class ShardReplica:
         snapshot: Snapshot,
         table_dir: str | None = None,
     ) -> None:
+        # Compiled (or loaded from Numba's cache) before the first query, which
+        # would otherwise pay for it and, on a busy node, overrun its timeout.
+        compile_kernels()
         # The snapshot comes by value: a replica must not depend on an object
         # that may have been lost with another node.
         tables = None if table_dir is None else Path(table_dir)
