@@ -184,13 +184,19 @@ def test_rarest_probes_fill_the_budget_codes_first_rarest_first() -> None:
     assert rarest_probes(lengths, 10, per_code=1).tolist() == [False, True, True, False, True, True]
 
 
+@pytest.fixture
+def tables(segments: list[Segment]) -> CodeLookup:
+    """All three segments in one lookup."""
+    lookup = CodeLookup()
+    for segment in segments:
+        lookup.add_segment(segment)
+    return lookup
+
+
 def test_a_lookup_over_budget_reads_only_its_rarest_probes(
-    segments: list[Segment],
+    tables: CodeLookup,
     queries: list[tuple[NDArray[np.uint32], NDArray[np.uint32]]],
 ) -> None:
-    tables = CodeLookup()
-    for segment in segments:
-        tables.add_segment(segment)
     for flips in (0, 1):
         for codes, frames in queries:
             lengths = tables.code_counts()[probes_of(codes, flips)]
@@ -222,12 +228,9 @@ def test_a_lookup_over_budget_reads_only_its_rarest_probes(
 
 
 def test_a_budget_keeps_the_answer_while_capping_the_work(
-    segments: list[Segment],
+    tables: CodeLookup,
     queries: list[tuple[NDArray[np.uint32], NDArray[np.uint32]]],
 ) -> None:
-    tables = CodeLookup()
-    for segment in segments:
-        tables.add_segment(segment)
     songs = [(701, 3.0), (705, 11.0), (708, 20.0)]
     for (seed, start_s), (codes, frames) in zip(songs, queries, strict=False):
         sample = Fingerprints("audio", codes, frames, SIGNAL.hop_s, 5.0)
