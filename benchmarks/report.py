@@ -11,6 +11,7 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -164,6 +165,14 @@ TARGETS: tuple[Target, ...] = (
     Target("index size", "index_mb_per_hour", 2.0, False, "MB/h"),
 )
 """The issue's targets, in report order."""
+
+
+def publish(lines: Sequence[str], path: Path) -> None:
+    """Write a Markdown report, creating its folder, and print it."""
+    text = "\n".join(lines) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    print(text, end="")
 
 
 def _pct(hits: int, total: int) -> float | None:

@@ -28,6 +28,7 @@ from acr import Index
 from acr.errors import AcrError
 from acr.matching import DEFAULT_MIN_CONFIDENCE
 from benchmarks.corpus import DEFAULT_CACHE_DIR, Track, decode_mono, ensure_corpus
+from benchmarks.report import publish
 from benchmarks.run import RESULTS_DIR, Judge, full_index, git_commit
 
 SEED = 4242
@@ -145,9 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         positives = outcomes(index, judge, corpus.references, "positive", POSITIVE)
     note = f"{len(corpus.references)} indexed tracks, {len(corpus.negatives)} never-indexed ones"
     lines = report(positives, negatives, note)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "short_samples.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    publish(lines, args.out / "short_samples.md")
     return 0
 
 

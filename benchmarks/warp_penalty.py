@@ -28,6 +28,7 @@ from acr.signals.audio.warp import IDENTITY
 from benchmarks.corpus import DEFAULT_CACHE_DIR, decode_mono, ensure_corpus
 from benchmarks.degrade import get as get_degradation
 from benchmarks.queries import SAMPLE_RATE
+from benchmarks.report import publish
 from benchmarks.run import RESULTS_DIR, full_index, git_commit
 
 SEED = 4242
@@ -127,9 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for penalty in candidates:
         chosen = " (in use)" if penalty == WARP_PENALTY else ""
         lines.append(f"| {penalty:.2f}{chosen} | {false_positives(penalty)} of {len(rows)} |")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "warp_penalty.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    publish(lines, args.out / "warp_penalty.md")
     return 0
 
 
