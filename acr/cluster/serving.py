@@ -195,7 +195,12 @@ class ShardedLookup:
         lengths (from :attr:`counts`), so that it reads the probes a single
         node would.
         """
-        lengths = None if max_hits is None else self.counts[probes_of(codes, max_flips)]
+        lengths = None
+        if max_hits is not None:
+            lengths = self.counts[probes_of(codes, max_flips)]
+            if int(lengths.sum()) <= max_hits:
+                # Every probe fits: the shards read them all, and need no lengths sent.
+                lengths, max_hits = None, None
         parts: list[Hits] = self.fan_out("search", codes, frames, max_flips, max_hits, lengths)
         if not parts:
             empty = np.zeros(0, dtype=np.int64)

@@ -144,6 +144,7 @@ class CodeLookup:
         its own.
         """
         probes = probes_of(codes, max_flips)
+        per_code = probes.size // max(1, codes.size)
         if not self._tables or codes.size == 0:
             empty = np.zeros(0, dtype=np.int64)
             return Hits(empty, empty, empty)
@@ -155,7 +156,7 @@ class CodeLookup:
         if max_hits is not None:
             if lengths is None:
                 lengths = np.sum([end - start for start, end in spans], axis=0)
-            kept = rarest_probes(lengths, max_hits, per_code=probes.size // codes.size)
+            kept = rarest_probes(lengths, max_hits, per_code=per_code)
             complete = bool(kept.all())
             spans = [(start, np.where(kept, end, start)) for start, end in spans]
         # Hits come probe by probe, and within a probe table by table.
@@ -165,7 +166,7 @@ class CodeLookup:
         query_frames = np.empty(total, dtype=np.int64)
         keys = np.empty(total, dtype=np.int64)
         ref_frames = np.empty(total, dtype=np.int64)
-        probe_frames = np.repeat(frames.astype(np.int64), probes.size // max(1, codes.size))
+        probe_frames = np.repeat(frames.astype(np.int64), per_code)
         for column, (table, (start, end)) in enumerate(zip(self._tables, spans, strict=True)):
             _decode_into(
                 start,
