@@ -1,17 +1,21 @@
 """Stage 6: the search — which lookups a query makes and which alignment wins.
 
-A sample is looked up as it is first, on exact code matches alone (one probe
-a code). A clear recording meets its reference in so many exact codes that
-the alignment is beyond doubt there, and the search stops; otherwise the
-codes are looked up again with their one-bit neighbours (24 probes a code,
-about ten times the hits and the time). Most samples are the reference played
-at its own speed, give or take the few per cent that the matcher's Hough
-search absorbs, and are answered there. Only when that look finds nothing
-confident is the sample warped (:mod:`acr.signals.audio.warp`): every
-hypothesis of the grid — speed, pitch alone, tempo alone, up to ±10 % — is
-looked up for exact code matches only (one probe a code instead of 25) and
-scored by its strongest vote; the few best hypotheses are then looked up in
-full and aligned like the sample itself.
+A sample's triplets (:mod:`acr.signals.audio.triplets`) are looked up first:
+they meet a hundredth of the chance postings that its pair codes do, so this
+look costs little however large the index, and an alignment it finds with the
+default confidence, spanning the sample and without a close rival, is the
+answer. Otherwise the pair codes are looked up, as they are first, on exact
+code matches alone (one probe a code). A clear recording meets its reference
+in so many exact codes that the alignment is beyond doubt there, and the
+search stops; otherwise the codes are looked up again with their one-bit
+neighbours (24 probes a code, about ten times the hits and the time). Most
+samples are the reference played at its own speed, give or take the few per
+cent that the matcher's Hough search absorbs, and are answered there. Only
+when that look finds nothing confident is the sample warped
+(:mod:`acr.signals.audio.warp`): every hypothesis of the grid — speed, pitch
+alone, tempo alone, up to ±10 % — is looked up for exact code matches only
+(one probe a code instead of 25) and scored by its strongest vote; the few
+best hypotheses are then looked up in full and aligned like the sample itself.
 
 Looking at many hypotheses gives chance more tries, so a warped alignment's
 evidence is reduced by ``log10`` of the number of hypotheses (the same
@@ -34,6 +38,8 @@ from numpy.typing import NDArray
 
 from acr.matching import (
     COARSE_BIN_FRAMES,
+    CONFIDENCE_MIDPOINT,
+    CONFIDENCE_SLOPE,
     DEFAULT_MIN_CONFIDENCE,
     INLIER_FRAMES,
     Alignment,
@@ -45,6 +51,7 @@ from acr.matching import (
     segment_alignments,
 )
 from acr.signals.audio.codes import F1_BANDS_PER_OCTAVE
+from acr.signals.audio.triplets import triplet_codes
 from acr.signals.audio.warp import IDENTITY, Warp, warp_codes, warp_grid
 from acr.signals.base import Fingerprints
 
@@ -75,6 +82,19 @@ reached (31.8, the full lookup's; exact codes give chance fewer hits still).
 On the load benchmark's 122 excerpts of 5 s at 10 dB SNR, 86 ended the
 search there (with the rival test below), every one naming the content the
 full lookup named."""
+TRIPLET_DECISIVE_EVIDENCE = CONFIDENCE_MIDPOINT + CONFIDENCE_SLOPE * math.log(
+    DEFAULT_MIN_CONFIDENCE / (1.0 - DEFAULT_MIN_CONFIDENCE)
+)
+"""Evidence of a triplet alignment at which the pair lookups are skipped: that of
+the default confidence threshold (31.8).
+
+Triplet keys are so selective that chance rarely lines up even the five hits an
+alignment needs: against the scale benchmark's 102 h index, none of its 104
+noisy clips of never-indexed music formed a triplet alignment at all, while
+38 of its 40 noisy excerpts of indexed music did, every one on the right
+reference. The pair looks' threshold (:data:`DECISIVE_EVIDENCE`, twice the
+strongest chance evidence of pair codes) would send most of those to the pair
+lookups, whose cost grows with the index."""
 DECISIVE_COVERAGE = 0.8
 """Share of the sample an exact-code alignment must span to end the search:
 one that explains only part of it may leave a stretch to another reference."""
@@ -105,7 +125,7 @@ measures what it costs and saves from 10 to 10,000 hours."""
 
 
 class Lookup(Protocol):
-    """What the search needs of an index: hits for codes, within a budget of hits."""
+    """What the search needs of an index: hits for codes (within a budget) and for triplets."""
 
     def search(
         self,
@@ -115,6 +135,8 @@ class Lookup(Protocol):
         max_flips: int = ...,
         max_hits: int | None = ...,
     ) -> Hits: ...
+
+    def search_triplets(self, keys: NDArray[np.uint64], frames: NDArray[np.uint32]) -> Hits: ...
 
 
 @dataclass(frozen=True)
@@ -178,6 +200,11 @@ class Query:
         budget = None if self.max_hits is None else self.max_hits // share
         return self.lookup.search(codes, frames, max_flips=0 if exact else 1, max_hits=budget)
 
+    def triplet_hits(self, warp: Warp) -> Hits:
+        """Look the sample's triplets up as they would be under ``warp`` (exact keys only)."""
+        codes, frames = warp_codes(self.fingerprints.codes, self.fingerprints.frames, warp)
+        return self.lookup.search_triplets(*triplet_codes(codes, frames))
+
     def align(
         self, warp: Warp, hits: Hits, *, top_k: int, min_confidence: float
     ) -> list[Alignment]:
@@ -222,12 +249,16 @@ def identify(
     Identification
     """
     top_k = max(1, top_k)
-    hits = query.hits(IDENTITY, exact=True)
+    hits = query.triplet_hits(IDENTITY)
     fitted = query.candidates(IDENTITY, hits)
+    triplets = _decisive(fitted, query.frames, evidence=TRIPLET_DECISIVE_EVIDENCE)
+    if not triplets:
+        hits = query.hits(IDENTITY, exact=True)
+        fitted = query.candidates(IDENTITY, hits)
     ranked = best_per_reference(fitted, top_k=top_k, min_confidence=min_confidence)
     # An exact look that the budget cut short read no neighbour probes, and a
     # full look would read the same ones: the codes come before their neighbours.
-    if hits.complete and not _decisive(fitted, query.frames):
+    if not triplets and hits.complete and not _decisive(fitted, query.frames):
         hits = query.hits(IDENTITY)
         ranked = query.align(IDENTITY, hits, top_k=top_k, min_confidence=min_confidence)
     warp = IDENTITY
@@ -259,7 +290,7 @@ def identify(
         pieces = [p for p in pieces if p.confidence >= min_confidence]
     best = _unwarped(ranked[0], warp)
     if not warp.coupled:
-        best = replace(best, pitch=_measured_pitch(best, query))
+        best = replace(best, pitch=_measured_pitch(best, query, triplets=triplets))
     return Identification(
         ranked=[best, *(_unwarped(a, warp) for a in ranked[1:])],
         pieces=[best if p is ranked[0] else _unwarped(p, warp) for p in pieces],
@@ -267,10 +298,12 @@ def identify(
     )
 
 
-def _decisive(fitted: list[Alignment], query_frames: int) -> bool:
+def _decisive(
+    fitted: list[Alignment], query_frames: int, *, evidence: float = DECISIVE_EVIDENCE
+) -> bool:
     """Whether exact-code alignments (best first) settle the sample.
 
-    The best must be overwhelming, untilted and span the sample, and the best
+    The best must reach ``evidence``, be untilted and span the sample, and the best
     of the other lines (elsewhere in that reference, or in another) must have
     less than :data:`DECISIVE_RIVAL_RATIO` of its evidence.
     """
@@ -279,7 +312,7 @@ def _decisive(fitted: list[Alignment], query_frames: int) -> bool:
     best = fitted[0]
     span = best.query_end_frame - best.query_start_frame
     if (
-        best.evidence < DECISIVE_EVIDENCE
+        best.evidence < evidence
         or abs(best.scale - 1.0) >= TILTED_SCALE
         or span < DECISIVE_COVERAGE * query_frames
     ):
@@ -325,8 +358,12 @@ def best_warp(query: Query, *, top_k: int = 1) -> tuple[Warp, Hits, list[Alignme
     return winner
 
 
-def _measured_pitch(alignment: Alignment, query: Query) -> float:
+def _measured_pitch(alignment: Alignment, query: Query, *, triplets: bool = False) -> float:
     """The pitch factor under which most of the sample's codes meet the alignment exactly.
+
+    ``triplets`` counts the hits of triplet keys rather than of pair codes:
+    those of an alignment that the triplet look settled, which costs a
+    fraction of a pair look in a large index.
 
     The codes are warped to the alignment's tempo and shifted by whole bands
     around the pitch it was found at; the count of exact hits on its line
@@ -338,7 +375,8 @@ def _measured_pitch(alignment: Alignment, query: Query) -> float:
 
     def count(bands: int) -> int:
         if bands not in counts:
-            hits = query.hits(Warp(tempo=alignment.scale, pitch_bands=bands), exact=True)
+            shifted = Warp(tempo=alignment.scale, pitch_bands=bands)
+            hits = query.triplet_hits(shifted) if triplets else query.hits(shifted, exact=True)
             mine = hits.keys == alignment.key
             residual = hits.ref_frames[mine] - hits.query_frames[mine] - alignment.offset_frames
             counts[bands] = int(np.count_nonzero(np.abs(residual) <= INLIER_FRAMES))

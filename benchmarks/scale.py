@@ -46,11 +46,25 @@ from numpy.typing import NDArray
 
 from acr.index.catalogue import ContentSpec
 from acr.index.lookup import CodeLookup
-from acr.index.segment import PostingTable, Segment, build_segment, map_table, write_table
+from acr.index.segment import (
+    TRIPLET_SUFFIX,
+    PostingTable,
+    Segment,
+    build_segment,
+    map_table,
+    write_table,
+)
 from acr.matching import Hits
 from acr.search import HIT_BUDGET, Query, identify
 from acr.signals.audio import AudioSignal
 from acr.signals.audio.codes import CODE_BITS, DT_BITS, F1_BITS, RATIO_BITS
+from acr.signals.audio.triplets import (
+    BUCKET_BITS,
+    CHECK_BITS,
+    TARGET_BITS,
+    triplet_codes,
+    triplet_keys,
+)
 from acr.signals.base import Fingerprints
 from benchmarks.corpus import DEFAULT_CACHE_DIR, decode_mono, ensure_corpus
 from benchmarks.degrade import add_white_noise
@@ -69,6 +83,10 @@ DECODE_RATE = 8000
 SEED = 20261126
 UNSEEN_CLIPS_PER_TRACK = 4
 _FREQUENCY_BITS = F1_BITS + RATIO_BITS
+TRIPLET_CHUNK_CONTENTS = 50
+"""Distractor contents whose triplets are drawn at once (bounds the temporary memory)."""
+MODEL_CHECK_HOURS = 50
+"""Hours of model triplets drawn to predict the chance triplet hits of one indexed hour."""
 SIGNAL = AudioSignal()
 
 
@@ -160,6 +178,68 @@ def _code_parts(codes: NDArray[np.uint32]) -> tuple[NDArray[np.int64], NDArray[n
     return frequency, (level << DT_BITS) | (codes & ((1 << DT_BITS) - 1))
 
 
+def triplet_model(codes: NDArray[np.uint32]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """The anchor bands and, per band, the targets of triplets under the factorized code model.
+
+    A triplet is an anchor with two of its pairs' targets
+    (:mod:`acr.signals.audio.triplets`). Under the model of :func:`code_model`
+    a target's frequency ratio depends on its anchor's band, and its level and
+    time difference on neither; the two targets of an anchor are drawn
+    independently — which leaves out the harmony that makes real triplets
+    collide more often, so :func:`model_check` measures how far that is off.
+
+    Returns
+    -------
+    bands : ndarray of float64
+        Probability of each anchor band field.
+    targets : ndarray of float64, shape (bands, 2**TARGET_BITS)
+        Probability of each target field (level, ratio, time difference) given the band.
+    """
+    frequency, level_time = _code_parts(codes)
+    joint = np.bincount(frequency, minlength=1 << _FREQUENCY_BITS).reshape(1 << F1_BITS, -1)
+    bands = joint.sum(axis=1) / codes.size
+    ratio_given_band = joint / np.maximum(joint.sum(axis=1, keepdims=True), 1)
+    p_level_time = (
+        np.bincount(level_time, minlength=1 << (CODE_BITS - _FREQUENCY_BITS)) / codes.size
+    )
+    every = np.arange(1 << TARGET_BITS, dtype=np.int64)
+    level = every >> (RATIO_BITS + DT_BITS)
+    ratio = (every >> DT_BITS) & ((1 << RATIO_BITS) - 1)
+    time = every & ((1 << DT_BITS) - 1)
+    targets = ratio_given_band[:, ratio] * p_level_time[(level << DT_BITS) | time][None, :]
+    return bands, targets
+
+
+def model_triplet_keys(
+    rng: np.random.Generator,
+    raw_count: int,
+    bands: NDArray[np.float64],
+    targets: NDArray[np.float64],
+) -> NDArray[np.uint64]:
+    """Keys of ``raw_count`` triplets drawn from :func:`triplet_model`, the kept half."""
+    band = np.sort(rng.choice(bands.size, size=raw_count, p=bands / bands.sum()))
+    first = np.empty(raw_count, dtype=np.int64)
+    second = np.empty(raw_count, dtype=np.int64)
+    edges = np.searchsorted(band, np.arange(bands.size + 1))
+    for value in np.flatnonzero(np.diff(edges)):
+        start, end = edges[value], edges[value + 1]
+        row = targets[value] / targets[value].sum()
+        first[start:end] = rng.choice(row.size, size=end - start, p=row)
+        second[start:end] = rng.choice(row.size, size=end - start, p=row)
+    raw = (
+        (band.astype(np.int64) << (2 * TARGET_BITS))
+        | (np.minimum(first, second) << TARGET_BITS)
+        | np.maximum(first, second)
+    )
+    return triplet_keys(raw)[0]
+
+
+def triplets_per_second(catalogue: Catalogue) -> float:
+    """Density of the real references' (kept) triplets."""
+    seconds = sum(fp.duration_s for fp in catalogue.references)
+    return sum(triplet_codes(fp.codes, fp.frames)[0].size for fp in catalogue.references) / seconds
+
+
 def model_check(catalogue: Catalogue) -> dict[str, Any]:
     """How well distractor code models predict the chance hits of real never-indexed audio.
 
@@ -194,6 +274,37 @@ def model_check(catalogue: Catalogue) -> dict[str, Any]:
                 np.mean([np.mean(np.exp(-postings * model[fp.codes])) for fp in held_out])
             ),
         }
+
+    # Triplets: the clips' chance hits per indexed hour among the real
+    # references, and among model triplets at the references' density.
+    def keys_of(fps: list[Fingerprints]) -> NDArray[np.uint64]:
+        return np.sort(np.concatenate([triplet_codes(fp.codes, fp.frames)[0] for fp in fps]))
+
+    real_keys = keys_of(catalogue.references)
+    real_hours = sum(fp.duration_s for fp in catalogue.references) / 3600
+    model_keys = np.sort(
+        model_triplet_keys(
+            np.random.default_rng(SEED),
+            round(2 * real_keys.size * MODEL_CHECK_HOURS / real_hours),
+            *triplet_model(fitted),
+        )
+    )
+
+    def hits_per_hour(keys: NDArray[np.uint64], held: NDArray[np.uint64], hours: float) -> float:
+        found = np.searchsorted(held, keys, "right") - np.searchsorted(held, keys, "left")
+        return float(found.sum()) / hours
+
+    clips = [triplet_codes(fp.codes, fp.frames)[0] for fp in held_out]
+    real_triplets = np.array([hits_per_hour(k, real_keys, real_hours) for k in clips])
+    predicted_triplets = np.array(
+        [hits_per_hour(k, model_keys, model_keys.size * real_hours / real_keys.size) for k in clips]
+    )
+    found["triplets"] = {
+        "real_per_hour_p50": float(np.median(real_triplets)),
+        "predicted_per_hour_p50": float(np.median(predicted_triplets)),
+        "real_per_hour_mean": float(np.mean(real_triplets)),
+        "predicted_per_hour_mean": float(np.mean(predicted_triplets)),
+    }
     return found
 
 
@@ -220,21 +331,62 @@ def distractor_table(
     )
 
 
+def distractor_triplet_table(
+    rng: np.random.Generator,
+    first_key: int,
+    contents: int,
+    model: tuple[NDArray[np.float64], NDArray[np.float64]],
+    density: float,
+) -> PostingTable:
+    """The triplets of ``contents`` one-hour distractors, in key order (a dense table).
+
+    ``model`` is :func:`triplet_model`'s; ``density`` kept triplets per second.
+    """
+    frames_each = round(DISTRACTOR_HOURS * 3600 / SIGNAL.hop_s)
+    raw_each = round(2 * density * DISTRACTOR_HOURS * 3600)
+    keys = np.sort(
+        np.concatenate(
+            [
+                model_triplet_keys(
+                    rng, raw_each * min(TRIPLET_CHUNK_CONTENTS, contents - done), *model
+                )
+                for done in range(0, contents, TRIPLET_CHUNK_CONTENTS)
+            ]
+        )
+    )
+    buckets = (keys >> np.uint64(CHECK_BITS)).astype(np.uint32)
+    return PostingTable(
+        keys=np.arange(first_key, first_key + contents, dtype=np.int64),
+        bases=np.arange(contents, dtype=np.int64) * frames_each,
+        codes=None,
+        offsets=np.searchsorted(buckets, np.arange((1 << BUCKET_BITS) + 1)).astype(np.int64),
+        postings=rng.integers(0, contents * frames_each, keys.size, dtype=np.uint32),
+        checks=(keys & np.uint64((1 << CHECK_BITS) - 1)).astype(np.uint16),
+    )
+
+
 def distractor_files(hours: float, catalogue: Catalogue) -> list[Path]:
     """Cached distractor tables holding ``hours`` of distractors (generated once)."""
     contents = max(0, round(hours / DISTRACTOR_HOURS))
     # Fitted on music that is not indexed: a model of the references
     # themselves would copy each query's own rare codes into every distractor.
-    weights = code_model(np.concatenate([fp.codes for fp in catalogue.background]))
+    background = np.concatenate([fp.codes for fp in catalogue.background])
+    weights = code_model(background)
+    model = triplet_model(background)
     density = postings_per_second(catalogue)
+    triplet_density = triplets_per_second(catalogue)
     files = []
     for number, first in enumerate(range(0, contents, CONTENTS_PER_TABLE)):
         size = min(CONTENTS_PER_TABLE, contents - first)
         path = SCALE_CACHE / f"distractors-factorized-{number:03d}-{size}.post"
+        key = 1_000_000 + first
         if not path.exists():
             rng = np.random.default_rng([SEED, number])
-            key = 1_000_000 + first
             write_table(distractor_table(rng, key, size, weights, density), path)
+        triplets = path.with_suffix(TRIPLET_SUFFIX)
+        if not triplets.exists():
+            rng = np.random.default_rng([SEED, number, 3])
+            write_table(distractor_triplet_table(rng, key, size, model, triplet_density), triplets)
         files.append(path)
     return files
 
@@ -253,6 +405,7 @@ class CountingLookup:
     def __init__(self, lookup: CodeLookup) -> None:
         self.lookup = lookup
         self.hits = 0
+        self.pair_looks = 0
 
     def search(
         self,
@@ -264,6 +417,13 @@ class CountingLookup:
     ) -> Hits:
         """The wrapped lookup's hits, counted."""
         found = self.lookup.search(codes, frames, max_flips=max_flips, max_hits=max_hits)
+        self.hits += int(found.keys.size)
+        self.pair_looks += 1
+        return found
+
+    def search_triplets(self, keys: NDArray[np.uint64], frames: NDArray[np.uint32]) -> Hits:
+        """The wrapped lookup's triplet hits, counted."""
+        found = self.lookup.search_triplets(keys, frames)
         self.hits += int(found.keys.size)
         return found
 
@@ -281,7 +441,9 @@ def measure_size(hours: float, n_queries: int, *, max_hits: int | None) -> dict[
     lookup = CodeLookup()
     lookup.add_segment(segment)
     for path in files:
-        lookup.add_table(map_table(path, CODE_BITS))
+        lookup.add_tables(
+            map_table(path, CODE_BITS), map_table(path.with_suffix(TRIPLET_SUFFIX), BUCKET_BITS)
+        )
     load_s = time.perf_counter() - started
     rss_loaded = rss_mb()
     durations = {i + 1: fp.duration_s for i, fp in enumerate(catalogue.references)}
@@ -294,7 +456,7 @@ def measure_size(hours: float, n_queries: int, *, max_hits: int | None) -> dict[
         return distractor_frames
 
     counts = lookup.code_counts()
-    latencies, read, exact_stored, correct = [], [], [], 0
+    latencies, read, exact_stored, correct, settled = [], [], [], 0, 0
     for which, offset_s, query in catalogue.queries:
         exact_stored.append(int(counts[query.codes].sum()))
         counting = CountingLookup(lookup)
@@ -302,6 +464,7 @@ def measure_size(hours: float, n_queries: int, *, max_hits: int | None) -> dict[
         answer = identify(Query(query, counting, ref_frames, n_references, max_hits=max_hits))
         latencies.append(time.perf_counter() - begin)
         read.append(counting.hits)
+        settled += counting.pair_looks == 0
         if answer.ranked:
             best = answer.ranked[0]
             matched_offset = best.offset_frames * SIGNAL.hop_s
@@ -318,12 +481,16 @@ def measure_size(hours: float, n_queries: int, *, max_hits: int | None) -> dict[
     def ms(q: float) -> float:
         return 1000 * float(np.percentile(latencies, q))
 
-    table_bytes = sum(path.stat().st_size for path in files)
+    table_bytes = sum(
+        path.stat().st_size + path.with_suffix(TRIPLET_SUFFIX).stat().st_size for path in files
+    )
     return {
         "hours": hours,
         "indexed_hours": hours + sum(fp.duration_s for fp in catalogue.references) / 3600,
         "max_hits": max_hits,
         "postings": lookup.postings,
+        "triplet_postings": lookup.triplet_postings,
+        "settled_by_triplets": settled / len(latencies),
         "table_bytes": table_bytes,
         "load_s": load_s,
         "rss_before_mb": rss_before,
@@ -499,6 +666,16 @@ def report(
             f"| {name} | {check[name]['hits_ratio_p50']:.2f} "
             f"| {100 * check[name]['absent']:.1f} % |"
         )
+    triplets = check["triplets"]
+    lines += [
+        "",
+        "Triplets (`acr.signals.audio.triplets`): chance hits of the same clips per indexed "
+        "hour, among the real references and among triplets drawn from the factorized model "
+        f"({MODEL_CHECK_HOURS} h at the references' density): real "
+        f"{triplets['real_per_hour_p50']:.2f} (mean {triplets['real_per_hour_mean']:.2f}), "
+        f"model {triplets['predicted_per_hour_p50']:.2f} "
+        f"(mean {triplets['predicted_per_hour_mean']:.2f}).",
+    ]
     lines += [
         "",
         "## One machine",
@@ -507,12 +684,14 @@ def report(
         '"none" reads every probe). "hits read" counts every hit the matches\' lookups '
         'returned; "exact hits stored" is what an unbudgeted exact-code lookup of the same '
         'clip would return. "never-indexed answered" is the share of never-indexed clips '
-        "given an answer (confidence at least the default threshold).",
+        'given an answer (confidence at least the default threshold). "settled by triplets" '
+        "is the share of matches that the triplet look answered without any pair lookup.",
         "",
-        "| hours | budget | postings | tables on disk | start-up | RSS after start-up "
-        "| RSS after queries | match p50 | match p95 | hits read p50 | exact hits stored p50 "
-        "| top-1 | never-indexed answered | no-match p50 | queries |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| hours | budget | postings (pairs / triplets) | tables on disk | start-up "
+        "| RSS after start-up | RSS after queries | match p50 | match p95 | hits read p50 "
+        "| exact hits stored p50 | settled by triplets | top-1 | never-indexed answered "
+        "| no-match p50 | queries |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p in points:
         if "error" in p:
@@ -520,12 +699,14 @@ def report(
             continue
         budget = "none" if p["max_hits"] is None else f"{p['max_hits']:,}"
         lines.append(
-            f"| {p['indexed_hours']:,.0f} | {budget} | {p['postings']:,} "
+            f"| {p['indexed_hours']:,.0f} | {budget} "
+            f"| {p['postings']:,} / {p['triplet_postings']:,} "
             f"| {p['table_bytes'] / 1e9:.2f} GB "
             f"| {p['load_s']:.2f} s | {p['rss_loaded_mb']:,.0f} MB | {p['rss_after_mb']:,.0f} MB "
             f"| {_ms(p['match_ms_p50'])} | {_ms(p['match_ms_p95'])} "
             f"| {_count(p['hits_read_p50'])} | {_count(p['exact_stored_p50'])} "
-            f"| {_percent(p['top1'])} | {_percent(p['false_positives'])} of {p['negatives']} "
+            f"| {_percent(p['settled_by_triplets'])} | {_percent(p['top1'])} "
+            f"| {_percent(p['false_positives'])} of {p['negatives']} "
             f"| {_ms(p['no_match_ms_p50'])} | {p['queries']} |"
         )
     if cluster:

@@ -8,6 +8,7 @@ with tombstones, for exact-only looks, and from a memory-mapped file.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import faiss
@@ -20,9 +21,11 @@ from acr.index import lookup as lookup_module
 from acr.index import segment as segment_module
 from acr.index.lookup import CodeLookup, probes_of, rarest_probes
 from acr.index.segment import (
+    TRIPLET_SUFFIX,
     PostingTable,
     Segment,
     build_segment,
+    cached_tables,
     map_table,
     packed_bytes,
     write_table,
@@ -31,6 +34,7 @@ from acr.matching import Hits
 from acr.search import HIT_BUDGET, Query, identify
 from acr.signals.audio import AudioSignal
 from acr.signals.audio.codes import CODE_BITS
+from acr.signals.audio.triplets import triplet_codes
 from acr.signals.base import Fingerprints
 from tests.conftest import SONG_RATE
 
@@ -151,17 +155,80 @@ def test_mapped_table_answers_like_the_segment(
 ) -> None:
     in_memory, mapped = CodeLookup(), CodeLookup()
     for i, segment in enumerate(segments):
-        table = PostingTable.from_segment(segment, CODE_BITS)
+        pairs, triplets = (
+            PostingTable.from_segment(segment, CODE_BITS),
+            PostingTable.of_triplets(segment),
+        )
         path = tmp_path / f"{i}.post"
-        assert write_table(table, path) == path.stat().st_size
-        in_memory.add_table(table)
-        mapped.add_table(map_table(path, CODE_BITS))
+        assert write_table(pairs, path) == path.stat().st_size
+        write_table(triplets, path.with_suffix(TRIPLET_SUFFIX))
+        in_memory.add_tables(pairs, triplets)
+        mapped.add_tables(*cached_tables(path, lambda: pytest.fail("tables were rebuilt")))
     assert mapped.postings == sum(s.codes.size for s in segments)
+    assert mapped.triplet_postings == in_memory.triplet_postings > 0
     for codes, frames in queries:
         assert _same(mapped.search(codes, frames), in_memory.search(codes, frames))
+        keys, anchors = triplet_codes(codes, frames)
+        assert _same(
+            mapped.search_triplets(keys, anchors), in_memory.search_triplets(keys, anchors)
+        )
     path.write_bytes(path.read_bytes()[:-1])
     with pytest.raises(Exception, match="corrupt"):
         map_table(path, CODE_BITS)
+    # A damaged table is rebuilt from its segment.
+    rebuilt = CodeLookup()
+    rebuilt.add_tables(*cached_tables(path, lambda: segments[-1]))
+    assert rebuilt.postings == segments[-1].codes.size
+
+
+def _shared_triplets(
+    segments: list[Segment],
+    removed: set[int],
+    keys: NDArray[np.uint64],
+    anchors: NDArray[np.uint32],
+) -> Counter[tuple[int, int, int]]:
+    """Every (query frame, content, reference frame) of equal triplet keys, by brute force."""
+    found: Counter[tuple[int, int, int]] = Counter()
+    for segment in segments:
+        for key, start, end in zip(segment.keys, segment.starts, segment.ends, strict=True):
+            if int(key) in removed:
+                continue
+            ref_keys, ref_frames = triplet_codes(
+                segment.codes[start:end], segment.frames[start:end]
+            )
+            for i, j in zip(*np.nonzero(keys[:, None] == ref_keys[None, :]), strict=True):
+                found[(int(anchors[i]), int(key), int(ref_frames[j]))] += 1
+    return found
+
+
+@pytest.mark.parametrize(
+    ("dense", "merged"),
+    [(False, True), (False, False), (True, False)],
+    ids=["sparse-merged", "sparse-apart", "dense"],
+)
+def test_triplet_lookup_finds_every_shared_key(
+    segments: list[Segment],
+    queries: list[tuple[NDArray[np.uint32], NDArray[np.uint32]]],
+    dense: bool,
+    merged: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(segment_module, "DENSE_MIN_POSTINGS", 0 if dense else 1 << 40)
+    monkeypatch.setattr(lookup_module, "MERGE_MAX_POSTINGS", 1 << 40 if merged else 0)
+    tables = CodeLookup()
+    for segment in segments:
+        tables.add_segment(segment)
+    tables.remove_key(6)
+    found = 0
+    for codes, frames in queries:
+        keys, anchors = triplet_codes(codes, frames)
+        got = tables.search_triplets(keys, anchors)
+        rows = Counter(
+            zip(got.query_frames.tolist(), got.keys.tolist(), got.ref_frames.tolist(), strict=True)
+        )
+        assert rows == _shared_triplets(segments, {6}, keys, anchors)
+        found += got.keys.size
+    assert found > 0
 
 
 def test_rarest_probes_fill_the_budget_codes_first_rarest_first() -> None:
