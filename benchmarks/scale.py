@@ -12,7 +12,10 @@ times the level and time fields jointly (:func:`code_model`) — and its frame
 uniformly over its content, at the references' own density (postings per
 second). The model is checked against the real thing: fitted on half of the
 never-indexed tracks, it predicts how many chance hits clips of the other half
-meet among the real references (:func:`model_check`). Distractors are
+meet among the real references (:func:`model_check`). Each distractor also
+has triplets (:mod:`acr.signals.audio.triplets`) at the references' density,
+drawn from those of half of the never-indexed tracks (:func:`triplet_pool`);
+the clips of the other half are the never-indexed queries. Distractors are
 generated directly in code order as memory-mapped posting tables
 (:func:`acr.index.segment.write_table`), cached under ``benchmarks/.cache/scale``.
 Each size runs in a fresh process, which maps the tables (the start-up
@@ -61,9 +64,7 @@ from acr.signals.audio.codes import CODE_BITS, DT_BITS, F1_BITS, RATIO_BITS
 from acr.signals.audio.triplets import (
     BUCKET_BITS,
     CHECK_BITS,
-    TARGET_BITS,
     triplet_codes,
-    triplet_keys,
 )
 from acr.signals.base import Fingerprints
 from benchmarks.corpus import DEFAULT_CACHE_DIR, decode_mono, ensure_corpus
@@ -83,8 +84,6 @@ DECODE_RATE = 8000
 SEED = 20261126
 UNSEEN_CLIPS_PER_TRACK = 4
 _FREQUENCY_BITS = F1_BITS + RATIO_BITS
-TRIPLET_CHUNK_CONTENTS = 50
-"""Distractor contents whose triplets are drawn at once (bounds the temporary memory)."""
 MODEL_CHECK_HOURS = 50
 """Hours of model triplets drawn to predict the chance triplet hits of one indexed hour."""
 SIGNAL = AudioSignal()
@@ -178,60 +177,27 @@ def _code_parts(codes: NDArray[np.uint32]) -> tuple[NDArray[np.int64], NDArray[n
     return frequency, (level << DT_BITS) | (codes & ((1 << DT_BITS) - 1))
 
 
-def triplet_model(codes: NDArray[np.uint32]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """The anchor bands and, per band, the targets of triplets under the factorized code model.
+def fitted_half(catalogue: Catalogue) -> int:
+    """Never-indexed tracks before this one are what distractor triplets are drawn from;
+    the clips of the others are the never-indexed queries."""
+    return len(catalogue.background) // 2
 
-    A triplet is an anchor with two of its pairs' targets
-    (:mod:`acr.signals.audio.triplets`). Under the model of :func:`code_model`
-    a target's frequency ratio depends on its anchor's band, and its level and
-    time difference on neither; the two targets of an anchor are drawn
-    independently — which leaves out the harmony that makes real triplets
-    collide more often, so :func:`model_check` measures how far that is off.
 
-    Returns
-    -------
-    bands : ndarray of float64
-        Probability of each anchor band field.
-    targets : ndarray of float64, shape (bands, 2**TARGET_BITS)
-        Probability of each target field (level, ratio, time difference) given the band.
+def triplet_pool(catalogue: Catalogue) -> NDArray[np.uint64]:
+    """The (kept) triplet keys of the fitted half of the never-indexed music.
+
+    Distractor triplets are drawn from them as they are: a model that draws
+    an anchor's two targets independently, given its band (as
+    :func:`code_model` draws a pair), misses the harmony — two targets
+    sounding together, at consonant intervals — that makes real triplets
+    collide, and predicted a seventh of the real chance hits (see
+    ``docs/scale.md``). Drawing only triplets that the 47 minutes hold gives the
+    others no probability, which costs a search that reads every probe (as
+    the triplet look does) nothing; :func:`model_check` measures how close
+    the chance hits come.
     """
-    frequency, level_time = _code_parts(codes)
-    joint = np.bincount(frequency, minlength=1 << _FREQUENCY_BITS).reshape(1 << F1_BITS, -1)
-    bands = joint.sum(axis=1) / codes.size
-    ratio_given_band = joint / np.maximum(joint.sum(axis=1, keepdims=True), 1)
-    p_level_time = (
-        np.bincount(level_time, minlength=1 << (CODE_BITS - _FREQUENCY_BITS)) / codes.size
-    )
-    every = np.arange(1 << TARGET_BITS, dtype=np.int64)
-    level = every >> (RATIO_BITS + DT_BITS)
-    ratio = (every >> DT_BITS) & ((1 << RATIO_BITS) - 1)
-    time = every & ((1 << DT_BITS) - 1)
-    targets = ratio_given_band[:, ratio] * p_level_time[(level << DT_BITS) | time][None, :]
-    return bands, targets
-
-
-def model_triplet_keys(
-    rng: np.random.Generator,
-    raw_count: int,
-    bands: NDArray[np.float64],
-    targets: NDArray[np.float64],
-) -> NDArray[np.uint64]:
-    """Keys of ``raw_count`` triplets drawn from :func:`triplet_model`, the kept half."""
-    band = np.sort(rng.choice(bands.size, size=raw_count, p=bands / bands.sum()))
-    first = np.empty(raw_count, dtype=np.int64)
-    second = np.empty(raw_count, dtype=np.int64)
-    edges = np.searchsorted(band, np.arange(bands.size + 1))
-    for value in np.flatnonzero(np.diff(edges)):
-        start, end = edges[value], edges[value + 1]
-        row = targets[value] / targets[value].sum()
-        first[start:end] = rng.choice(row.size, size=end - start, p=row)
-        second[start:end] = rng.choice(row.size, size=end - start, p=row)
-    raw = (
-        (band.astype(np.int64) << (2 * TARGET_BITS))
-        | (np.minimum(first, second) << TARGET_BITS)
-        | np.maximum(first, second)
-    )
-    return triplet_keys(raw)[0]
+    background = catalogue.background[: fitted_half(catalogue)]
+    return np.concatenate([triplet_codes(fp.codes, fp.frames)[0] for fp in background])
 
 
 def triplets_per_second(catalogue: Catalogue) -> float:
@@ -249,7 +215,7 @@ def model_check(catalogue: Catalogue) -> dict[str, Any]:
     references' number of postings times the summed probability of its codes,
     and the share of its codes that no reference holds.
     """
-    half = len(catalogue.background) // 2
+    half = fitted_half(catalogue)
     fitted = np.concatenate([fp.codes for fp in catalogue.background[:half]])
     held_out = [fp for track, fp in catalogue.unseen if track >= half]
     counts = np.bincount(
@@ -276,19 +242,16 @@ def model_check(catalogue: Catalogue) -> dict[str, Any]:
         }
 
     # Triplets: the clips' chance hits per indexed hour among the real
-    # references, and among model triplets at the references' density.
-    def keys_of(fps: list[Fingerprints]) -> NDArray[np.uint64]:
-        return np.sort(np.concatenate([triplet_codes(fp.codes, fp.frames)[0] for fp in fps]))
-
-    real_keys = keys_of(catalogue.references)
-    real_hours = sum(fp.duration_s for fp in catalogue.references) / 3600
-    model_keys = np.sort(
-        model_triplet_keys(
-            np.random.default_rng(SEED),
-            round(2 * real_keys.size * MODEL_CHECK_HOURS / real_hours),
-            *triplet_model(fitted),
-        )
+    # references, and among triplets drawn as the distractors' are.
+    real_keys = np.sort(
+        np.concatenate([triplet_codes(fp.codes, fp.frames)[0] for fp in catalogue.references])
     )
+    real_hours = sum(fp.duration_s for fp in catalogue.references) / 3600
+    pool = triplet_pool(catalogue)
+    drawn = np.random.default_rng(SEED).integers(
+        0, pool.size, round(real_keys.size * MODEL_CHECK_HOURS / real_hours)
+    )
+    model_keys = np.sort(pool[drawn])
 
     def hits_per_hour(keys: NDArray[np.uint64], held: NDArray[np.uint64], hours: float) -> float:
         found = np.searchsorted(held, keys, "right") - np.searchsorted(held, keys, "left")
@@ -296,14 +259,12 @@ def model_check(catalogue: Catalogue) -> dict[str, Any]:
 
     clips = [triplet_codes(fp.codes, fp.frames)[0] for fp in held_out]
     real_triplets = np.array([hits_per_hour(k, real_keys, real_hours) for k in clips])
-    predicted_triplets = np.array(
-        [hits_per_hour(k, model_keys, model_keys.size * real_hours / real_keys.size) for k in clips]
-    )
+    predicted = np.array([hits_per_hour(k, model_keys, MODEL_CHECK_HOURS) for k in clips])
     found["triplets"] = {
         "real_per_hour_p50": float(np.median(real_triplets)),
-        "predicted_per_hour_p50": float(np.median(predicted_triplets)),
+        "predicted_per_hour_p50": float(np.median(predicted)),
         "real_per_hour_mean": float(np.mean(real_triplets)),
-        "predicted_per_hour_mean": float(np.mean(predicted_triplets)),
+        "predicted_per_hour_mean": float(np.mean(predicted)),
     }
     return found
 
@@ -335,25 +296,16 @@ def distractor_triplet_table(
     rng: np.random.Generator,
     first_key: int,
     contents: int,
-    model: tuple[NDArray[np.float64], NDArray[np.float64]],
+    pool: NDArray[np.uint64],
     density: float,
 ) -> PostingTable:
     """The triplets of ``contents`` one-hour distractors, in key order (a dense table).
 
-    ``model`` is :func:`triplet_model`'s; ``density`` kept triplets per second.
+    Keys are drawn from ``pool`` (:func:`triplet_pool`), ``density`` a second.
     """
     frames_each = round(DISTRACTOR_HOURS * 3600 / SIGNAL.hop_s)
-    raw_each = round(2 * density * DISTRACTOR_HOURS * 3600)
-    keys = np.sort(
-        np.concatenate(
-            [
-                model_triplet_keys(
-                    rng, raw_each * min(TRIPLET_CHUNK_CONTENTS, contents - done), *model
-                )
-                for done in range(0, contents, TRIPLET_CHUNK_CONTENTS)
-            ]
-        )
-    )
+    keys = pool[rng.integers(0, pool.size, round(density * DISTRACTOR_HOURS * 3600) * contents)]
+    keys.sort()
     buckets = (keys >> np.uint64(CHECK_BITS)).astype(np.uint32)
     return PostingTable(
         keys=np.arange(first_key, first_key + contents, dtype=np.int64),
@@ -370,9 +322,8 @@ def distractor_files(hours: float, catalogue: Catalogue) -> list[Path]:
     contents = max(0, round(hours / DISTRACTOR_HOURS))
     # Fitted on music that is not indexed: a model of the references
     # themselves would copy each query's own rare codes into every distractor.
-    background = np.concatenate([fp.codes for fp in catalogue.background])
-    weights = code_model(background)
-    model = triplet_model(background)
+    weights = code_model(np.concatenate([fp.codes for fp in catalogue.background]))
+    pool = triplet_pool(catalogue)
     density = postings_per_second(catalogue)
     triplet_density = triplets_per_second(catalogue)
     files = []
@@ -386,7 +337,7 @@ def distractor_files(hours: float, catalogue: Catalogue) -> list[Path]:
         triplets = path.with_suffix(TRIPLET_SUFFIX)
         if not triplets.exists():
             rng = np.random.default_rng([SEED, number, 3])
-            write_table(distractor_triplet_table(rng, key, size, model, triplet_density), triplets)
+            write_table(distractor_triplet_table(rng, key, size, pool, triplet_density), triplets)
         files.append(path)
     return files
 
@@ -470,9 +421,9 @@ def measure_size(hours: float, n_queries: int, *, max_hits: int | None) -> dict[
             matched_offset = best.offset_frames * SIGNAL.hop_s
             correct += best.key == which + 1 and abs(matched_offset - offset_s) <= 0.5
 
-    negatives = catalogue.unseen[::2]
+    negatives = [query for track, query in catalogue.unseen if track >= fitted_half(catalogue)]
     negative_latencies, answered = [], 0
-    for _, query in negatives:
+    for query in negatives:
         begin = time.perf_counter()
         answer = identify(Query(query, lookup, ref_frames, n_references, max_hits=max_hits))
         negative_latencies.append(time.perf_counter() - begin)
@@ -670,7 +621,8 @@ def report(
     lines += [
         "",
         "Triplets (`acr.signals.audio.triplets`): chance hits of the same clips per indexed "
-        "hour, among the real references and among triplets drawn from the factorized model "
+        "hour, among the real references and among triplets drawn as the distractors' are, "
+        "from those of the fitted half "
         f"({MODEL_CHECK_HOURS} h at the references' density): real "
         f"{triplets['real_per_hour_p50']:.2f} (mean {triplets['real_per_hour_mean']:.2f}), "
         f"model {triplets['predicted_per_hour_p50']:.2f} "

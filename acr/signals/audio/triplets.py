@@ -61,6 +61,23 @@ def triplet_codes(
     frames : ndarray of uint32
         The anchor's frame of each key, in non-decreasing order.
     """
+    raw, anchors = raw_triplets(codes, frames)
+    keys, kept = triplet_keys(raw)
+    return keys, anchors[kept]
+
+
+def raw_triplets(
+    codes: NDArray[np.uint32], frames: NDArray[np.uint32]
+) -> tuple[NDArray[np.int64], NDArray[np.uint32]]:
+    """Every triplet of the pair codes, unmixed and unsampled, with its anchor's frame.
+
+    Returns
+    -------
+    raw : ndarray of int64
+        ``band << 30 | low_target << 15 | high_target`` (see :func:`triplet_keys`).
+    frames : ndarray of uint32
+        The anchor's frame of each triplet, in non-decreasing order.
+    """
     values = codes.astype(np.int64)
     band = (values >> _F1_SHIFT) & ((1 << F1_BITS) - 1)
     target = ((values >> (F1_BITS + _F1_SHIFT)) << _F1_SHIFT) | (values & _TARGET_LOW)
@@ -69,25 +86,21 @@ def triplet_codes(
     anchor, target = anchor[order], target[order]
     starts = np.flatnonzero(np.r_[True, anchor[1:] != anchor[:-1]]) if anchor.size else anchor
     sizes = np.diff(np.r_[starts, anchor.size])
-    keys: list[NDArray[np.int64]] = []
-    anchors: list[NDArray[np.int64]] = []
+    raws: list[NDArray[np.int64]] = [np.zeros(0, dtype=np.int64)]
+    anchors: list[NDArray[np.int64]] = [np.zeros(0, dtype=np.int64)]
     for size in range(2, int(sizes.max(initial=0)) + 1):
         first = starts[sizes == size]
         for i in range(size):
             for j in range(i + 1, size):
-                raw = (
+                raws.append(
                     ((anchor[first] & ((1 << F1_BITS) - 1)) << (2 * TARGET_BITS))
                     | (target[first + i] << TARGET_BITS)
                     | target[first + j]
                 )
-                keys.append(raw)
                 anchors.append(anchor[first])
-    if not keys:
-        return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.uint32)
-    mixed, kept = triplet_keys(np.concatenate(keys))
-    anchor_of = np.concatenate(anchors)[kept]
+    anchor_of = np.concatenate(anchors)
     by_frame = np.argsort(anchor_of >> F1_BITS, kind="stable")
-    return mixed[by_frame], (anchor_of[by_frame] >> F1_BITS).astype(np.uint32)
+    return np.concatenate(raws)[by_frame], (anchor_of[by_frame] >> F1_BITS).astype(np.uint32)
 
 
 def triplet_keys(raw: NDArray[np.int64]) -> tuple[NDArray[np.uint64], NDArray[np.bool_]]:
