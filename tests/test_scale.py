@@ -294,16 +294,64 @@ def test_a_lookup_over_budget_reads_only_its_rarest_probes(
                     assert lengths[group & ~kept].min() >= lengths[group & kept].max()
 
 
+class Watched:
+    """A lookup that records which looks were made, and can hide its triplets."""
+
+    def __init__(self, lookup: CodeLookup, *, triplets: bool = True) -> None:
+        self.lookup = lookup
+        self.triplets = triplets
+        self.looks: list[str] = []
+
+    def search(
+        self,
+        codes: NDArray[np.uint32],
+        frames: NDArray[np.uint32],
+        *,
+        max_flips: int = 1,
+        max_hits: int | None = None,
+    ) -> Hits:
+        self.looks.append("pairs")
+        return self.lookup.search(codes, frames, max_flips=max_flips, max_hits=max_hits)
+
+    def search_triplets(self, keys: NDArray[np.uint64], frames: NDArray[np.uint32]) -> Hits:
+        self.looks.append("triplets")
+        if not self.triplets:
+            keys = keys[:0]
+        return self.lookup.search_triplets(keys, frames)
+
+
+SONGS = [(701, 3.0), (705, 11.0), (708, 20.0)]
+
+
+def test_a_clear_sample_is_answered_by_its_triplets_alone(tables: CodeLookup) -> None:
+    for seed, start_s in SONGS:
+        clip = synth_song(seed, 30.0)[round(start_s * SONG_RATE) : round((start_s + 5) * SONG_RATE)]
+        sample = SIGNAL.fingerprint_samples(clip, SONG_RATE, query=True)
+        answers = []
+        for triplets in (True, False):
+            watched = Watched(tables, triplets=triplets)
+            query = Query(sample, watched, lambda _: round(30.0 / SIGNAL.hop_s), 9)
+            answers.append(identify(query).ranked[0])
+            assert ("pairs" in watched.looks) is not triplets
+        # The same reference and offset as the pair looks find.
+        assert {a.key for a in answers} == {seed - 700 + 1}
+        assert abs(answers[0].offset_frames - answers[1].offset_frames) <= 1
+        assert abs(answers[0].offset_frames * SIGNAL.hop_s - start_s) < 0.1
+
+
 def test_a_budget_keeps_the_answer_while_capping_the_work(
     tables: CodeLookup,
     queries: list[tuple[NDArray[np.uint32], NDArray[np.uint32]]],
 ) -> None:
-    songs = [(701, 3.0), (705, 11.0), (708, 20.0)]
-    for (seed, start_s), (codes, frames) in zip(songs, queries, strict=False):
+    for (seed, start_s), (codes, frames) in zip(SONGS, queries, strict=False):
         sample = Fingerprints("audio", codes, frames, SIGNAL.hop_s, 5.0)
         full = tables.search(codes, frames).keys.size
         for budget in (HIT_BUDGET, full // 4):
-            query = Query(sample, tables, lambda _: round(30.0 / SIGNAL.hop_s), 9, max_hits=budget)
+            # Without triplets, so that the budgeted pair looks give the answer.
+            pairs_only = Watched(tables, triplets=False)
+            query = Query(
+                sample, pairs_only, lambda _: round(30.0 / SIGNAL.hop_s), 9, max_hits=budget
+            )
             best = identify(query, warps=False).ranked[0]
             assert best.key == seed - 700 + 1
             assert abs(best.offset_frames * SIGNAL.hop_s - start_s) < 0.1
