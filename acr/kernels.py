@@ -8,7 +8,6 @@ from acr.index.lookup import CodeLookup
 from acr.index.segment import build_segment
 from acr.matching import align
 from acr.signals.audio.peaks import find_peaks
-from acr.signals.audio.triplets import triplet_codes
 
 
 def compile_kernels() -> None:
@@ -20,11 +19,9 @@ def compile_kernels() -> None:
     """
     spectrogram = np.random.default_rng(0).normal(size=(64, 256)).astype(np.float32)
     find_peaks(spectrogram, peaks_per_second=30.0)
-    # Four pairs an anchor in one band, so that they make triplets too.
-    codes = ((10 << 13) | (np.arange(64) * 97 % 8192)).astype(np.uint32)
-    frames = (np.arange(64) // 4).astype(np.uint32)
+    codes = np.arange(64, dtype=np.uint32) * 977
+    frames = np.arange(64, dtype=np.uint32)
     lookup = CodeLookup()
     lookup.add_segment(build_segment("audio", 0.0, [(1, codes, frames)]))
     hits = lookup.search(codes, frames)
-    lookup.search_triplets(*triplet_codes(codes, frames))
     align(hits, query_frames=64, ref_frames=lambda _: 64, n_references=1, min_confidence=0.0)

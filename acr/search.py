@@ -1,21 +1,17 @@
 """Stage 6: the search — which lookups a query makes and which alignment wins.
 
-A sample's triplets (:mod:`acr.signals.audio.triplets`) are looked up first:
-they meet a hundredth of the chance postings that its pair codes do, so this
-look costs little however large the index, and an alignment it finds with the
-default confidence, spanning the sample and without a close rival, is the
-answer. Otherwise the pair codes are looked up, as they are first, on exact
-code matches alone (one probe a code). A clear recording meets its reference
-in so many exact codes that the alignment is beyond doubt there, and the
-search stops; otherwise the codes are looked up again with their one-bit
-neighbours (24 probes a code, about ten times the hits and the time). Most
-samples are the reference played at its own speed, give or take the few per
-cent that the matcher's Hough search absorbs, and are answered there. Only
-when that look finds nothing confident is the sample warped
-(:mod:`acr.signals.audio.warp`): every hypothesis of the grid — speed, pitch
-alone, tempo alone, up to ±10 % — is looked up for exact code matches only
-(one probe a code instead of 25) and scored by its strongest vote; the few
-best hypotheses are then looked up in full and aligned like the sample itself.
+A sample is looked up as it is first, on exact code matches alone (one probe
+a code). A clear recording meets its reference in so many exact codes that
+the alignment is beyond doubt there, and the search stops; otherwise the
+codes are looked up again with their one-bit neighbours (24 probes a code,
+about ten times the hits and the time). Most samples are the reference played
+at its own speed, give or take the few per cent that the matcher's Hough
+search absorbs, and are answered there. Only when that look finds nothing
+confident is the sample warped (:mod:`acr.signals.audio.warp`): every
+hypothesis of the grid — speed, pitch alone, tempo alone, up to ±10 % — is
+looked up for exact code matches only (one probe a code instead of 25) and
+scored by its strongest vote; the few best hypotheses are then looked up in
+full and aligned like the sample itself.
 
 Looking at many hypotheses gives chance more tries, so a warped alignment's
 evidence is reduced by ``log10`` of the number of hypotheses (the same
@@ -38,8 +34,6 @@ from numpy.typing import NDArray
 
 from acr.matching import (
     COARSE_BIN_FRAMES,
-    CONFIDENCE_MIDPOINT,
-    CONFIDENCE_SLOPE,
     DEFAULT_MIN_CONFIDENCE,
     INLIER_FRAMES,
     Alignment,
@@ -50,8 +44,7 @@ from acr.matching import (
     confidence_from_evidence,
     segment_alignments,
 )
-from acr.signals.audio.codes import F1_BANDS_PER_OCTAVE, F1_BITS, gray, ungray
-from acr.signals.audio.triplets import TARGET_BITS, raw_triplets, triplet_codes, triplet_keys
+from acr.signals.audio.codes import F1_BANDS_PER_OCTAVE
 from acr.signals.audio.warp import IDENTITY, Warp, warp_codes, warp_grid
 from acr.signals.base import Fingerprints
 
@@ -82,28 +75,9 @@ reached (31.8, the full lookup's; exact codes give chance fewer hits still).
 On the load benchmark's 122 excerpts of 5 s at 10 dB SNR, 86 ended the
 search there (with the rival test below), every one naming the content the
 full lookup named."""
-TRIPLET_DECISIVE_EVIDENCE = CONFIDENCE_MIDPOINT + CONFIDENCE_SLOPE * math.log(
-    DEFAULT_MIN_CONFIDENCE / (1.0 - DEFAULT_MIN_CONFIDENCE)
-)
-"""Evidence of a triplet alignment at which the pair lookups are skipped: that of
-the default confidence threshold (31.8).
-
-Triplet keys are so selective that chance rarely lines up even the five hits an
-alignment needs: against the scale benchmark's 102 h index, none of its 104
-noisy clips of never-indexed music formed a triplet alignment at all, while
-38 of its 40 noisy excerpts of indexed music did, every one on the right
-reference. The pair looks' threshold (:data:`DECISIVE_EVIDENCE`, twice the
-strongest chance evidence of pair codes) would send most of those to the pair
-lookups, whose cost grows with the index."""
 DECISIVE_COVERAGE = 0.8
 """Share of the sample an exact-code alignment must span to end the search:
 one that explains only part of it may leave a stretch to another reference."""
-TRIPLET_DECISIVE_COVERAGE = 0.7
-"""The same for a triplet alignment, whose sparser hits leave its first and last
-inliers further inside the sample: on the scale benchmark's 40 noisy excerpts
-(with the index's reference count at 10,000 h), 0.7 ends the search on 23
-instead of 19, every one on the right reference and offset; 0.6 let one
-wrong answer through."""
 DECISIVE_RIVAL_RATIO = 0.5
 """The strongest other alignment of an exact-code answer that ends the search
 has less than this share of its evidence.
@@ -131,7 +105,7 @@ measures what it costs and saves from 10 to 10,000 hours."""
 
 
 class Lookup(Protocol):
-    """What the search needs of an index: hits for codes (within a budget) and for triplets."""
+    """What the search needs of an index: hits for codes, within a budget of hits."""
 
     def search(
         self,
@@ -141,8 +115,6 @@ class Lookup(Protocol):
         max_flips: int = ...,
         max_hits: int | None = ...,
     ) -> Hits: ...
-
-    def search_triplets(self, keys: NDArray[np.uint64], frames: NDArray[np.uint32]) -> Hits: ...
 
 
 @dataclass(frozen=True)
@@ -206,11 +178,6 @@ class Query:
         budget = None if self.max_hits is None else self.max_hits // share
         return self.lookup.search(codes, frames, max_flips=0 if exact else 1, max_hits=budget)
 
-    def triplet_hits(self, warp: Warp) -> Hits:
-        """Look the sample's triplets up as they would be under ``warp`` (exact keys only)."""
-        codes, frames = warp_codes(self.fingerprints.codes, self.fingerprints.frames, warp)
-        return self.lookup.search_triplets(*triplet_codes(codes, frames))
-
     def align(
         self, warp: Warp, hits: Hits, *, top_k: int, min_confidence: float
     ) -> list[Alignment]:
@@ -255,21 +222,12 @@ def identify(
     Identification
     """
     top_k = max(1, top_k)
-    hits = query.triplet_hits(IDENTITY)
+    hits = query.hits(IDENTITY, exact=True)
     fitted = query.candidates(IDENTITY, hits)
-    triplets = _decisive(
-        fitted,
-        query.frames,
-        evidence=TRIPLET_DECISIVE_EVIDENCE,
-        coverage=TRIPLET_DECISIVE_COVERAGE,
-    )
-    if not triplets:
-        hits = query.hits(IDENTITY, exact=True)
-        fitted = query.candidates(IDENTITY, hits)
     ranked = best_per_reference(fitted, top_k=top_k, min_confidence=min_confidence)
     # An exact look that the budget cut short read no neighbour probes, and a
     # full look would read the same ones: the codes come before their neighbours.
-    if not triplets and hits.complete and not _decisive(fitted, query.frames):
+    if hits.complete and not _decisive(fitted, query.frames):
         hits = query.hits(IDENTITY)
         ranked = query.align(IDENTITY, hits, top_k=top_k, min_confidence=min_confidence)
     warp = IDENTITY
@@ -301,7 +259,7 @@ def identify(
         pieces = [p for p in pieces if p.confidence >= min_confidence]
     best = _unwarped(ranked[0], warp)
     if not warp.coupled:
-        best = replace(best, pitch=_measured_pitch(best, query, triplets=triplets))
+        best = replace(best, pitch=_measured_pitch(best, query))
     return Identification(
         ranked=[best, *(_unwarped(a, warp) for a in ranked[1:])],
         pieces=[best if p is ranked[0] else _unwarped(p, warp) for p in pieces],
@@ -309,32 +267,21 @@ def identify(
     )
 
 
-def _decisive(
-    fitted: list[Alignment],
-    query_frames: int,
-    *,
-    evidence: float = DECISIVE_EVIDENCE,
-    coverage: float = DECISIVE_COVERAGE,
-) -> bool:
+def _decisive(fitted: list[Alignment], query_frames: int) -> bool:
     """Whether exact-code alignments (best first) settle the sample.
 
-    The best must reach ``evidence``, be untilted and span ``coverage`` of the
-    sample, and the best of the other lines (elsewhere in that reference, or in
-    another) must have less than :data:`DECISIVE_RIVAL_RATIO` of its evidence,
-    and less than ``evidence``: two lines that would each settle the sample
-    are for the fuller look to tell apart (a passage of looping music and its
-    slightly changed repeat: on the audio benchmark the triplet look chose the
-    repeat of one clip with 3.7 times the original's evidence, 43.3, which the
-    full pair look put second).
+    The best must be overwhelming, untilted and span the sample, and the best
+    of the other lines (elsewhere in that reference, or in another) must have
+    less than :data:`DECISIVE_RIVAL_RATIO` of its evidence.
     """
     if not fitted:
         return False
     best = fitted[0]
     span = best.query_end_frame - best.query_start_frame
     if (
-        best.evidence < evidence
+        best.evidence < DECISIVE_EVIDENCE
         or abs(best.scale - 1.0) >= TILTED_SCALE
-        or span < coverage * query_frames
+        or span < DECISIVE_COVERAGE * query_frames
     ):
         return False
     rival = next(
@@ -345,7 +292,7 @@ def _decisive(
         ),
         None,
     )
-    return rival is None or rival.evidence < min(evidence, DECISIVE_RIVAL_RATIO * best.evidence)
+    return rival is None or rival.evidence < DECISIVE_RIVAL_RATIO * best.evidence
 
 
 def best_warp(query: Query, *, top_k: int = 1) -> tuple[Warp, Hits, list[Alignment]] | None:
@@ -378,87 +325,26 @@ def best_warp(query: Query, *, top_k: int = 1) -> tuple[Warp, Hits, list[Alignme
     return winner
 
 
-def _measured_pitch(alignment: Alignment, query: Query, *, triplets: bool = False) -> float:
+def _measured_pitch(alignment: Alignment, query: Query) -> float:
     """The pitch factor under which most of the sample's codes meet the alignment exactly.
-
-    ``triplets`` counts the hits of triplet keys rather than of pair codes:
-    those of an alignment that the triplet look settled, which costs a
-    fraction of a pair look in a large index.
 
     The codes are warped to the alignment's tempo and shifted by whole bands
     around the pitch it was found at; the count of exact hits on its line
     peaks at the true shift, located between bands by a parabola through the
     peak and its neighbours.
-
-    The shifts tried first are looked up together, in one lookup: each lookup
-    costs something of its own beside its hits. The query frames of the n-th
-    shift are moved n stretches (each longer than the warped sample) later, so
-    that each hit tells its shift. A budget of hits applies to each lookup, so
-    when the joint lookup is cut short, the shifts are looked up one by one.
     """
     start = round(math.log2(alignment.pitch) * F1_BANDS_PER_OCTAVE)
-    first = range(start - PITCH_SEARCH_BANDS, start + PITCH_SEARCH_BANDS + 1)
     counts: dict[int, int] = {}
-
-    def on_line(hits: Hits, query_frames: NDArray[np.int64]) -> NDArray[np.bool_]:
-        residual = hits.ref_frames - query_frames - alignment.offset_frames
-        mine: NDArray[np.bool_] = (hits.keys == alignment.key) & (np.abs(residual) <= INLIER_FRAMES)
-        return mine
 
     def count(bands: int) -> int:
         if bands not in counts:
-            shifted = Warp(tempo=alignment.scale, pitch_bands=bands)
-            hits = query.triplet_hits(shifted) if triplets else query.hits(shifted, exact=True)
-            counts[bands] = int(np.count_nonzero(on_line(hits, hits.query_frames)))
+            hits = query.hits(Warp(tempo=alignment.scale, pitch_bands=bands), exact=True)
+            mine = hits.keys == alignment.key
+            residual = hits.ref_frames[mine] - hits.query_frames[mine] - alignment.offset_frames
+            counts[bands] = int(np.count_nonzero(np.abs(residual) <= INLIER_FRAMES))
         return counts[bands]
 
-    sample = query.fingerprints
-
-    def shifted_triplets() -> list[tuple[NDArray[np.uint64], NDArray[np.uint32]]]:
-        """:func:`triplet_codes` of the codes warped to the tempo and each first shift.
-
-        An anchor's codes share its band, so a shift moves the anchor band of
-        their triplets and nothing else: the triplets are made once and their
-        band moved. (A shifted warp also drops the codes whose time difference
-        is 0, which the identity warp keeps: only a malformed client sends
-        them, and they meet nothing in an index, whose codes all have one.)
-        """
-        band_shift = 2 * TARGET_BITS
-        unshifted = warp_codes(sample.codes, sample.frames, Warp(tempo=alignment.scale))
-        raw, anchors = raw_triplets(*unshifted)
-        band, rest = ungray(raw >> band_shift), raw & ((1 << band_shift) - 1)
-        triples = []
-        for bands in first:
-            moved = band - bands
-            valid = (moved >= 0) & (moved < 1 << F1_BITS)
-            keys, kept = triplet_keys((gray(moved[valid]) << band_shift) | rest[valid])
-            triples.append((keys, anchors[valid][kept]))
-        return triples
-
-    triples = shifted_triplets() if triplets else []
-    warped = [
-        warp_codes(sample.codes, sample.frames, Warp(tempo=alignment.scale, pitch_bands=bands))
-        for bands in ([] if triplets else first)
-    ]
-    looked = [frames for _, frames in (triples if triplets else warped)]
-    stretch = 1 + max((int(frames.max()) for frames in looked if frames.size), default=0)
-    moved = np.concatenate([frames + np.uint32(n * stretch) for n, frames in enumerate(looked)])
-    joint = (
-        query.lookup.search_triplets(np.concatenate([keys for keys, _ in triples]), moved)
-        if triplets
-        else query.lookup.search(
-            np.concatenate([codes for codes, _ in warped]),
-            moved,
-            max_flips=0,
-            max_hits=query.max_hits,
-        )
-    )
-    if joint.complete:
-        which, frames = np.divmod(joint.query_frames, stretch)
-        found = np.bincount(which[on_line(joint, frames)], minlength=len(first))
-        counts.update(zip(first, found.tolist(), strict=True))
-
-    peak = max(first, key=count)
+    peak = max(range(start - PITCH_SEARCH_BANDS, start + PITCH_SEARCH_BANDS + 1), key=count)
     # Climb while the peak sits on the edge of what was tried.
     for _ in range(len(WARPS)):
         if count(peak - 1) > count(peak):

@@ -12,10 +12,7 @@ times the level and time fields jointly (:func:`code_model`) — and its frame
 uniformly over its content, at the references' own density (postings per
 second). The model is checked against the real thing: fitted on half of the
 never-indexed tracks, it predicts how many chance hits clips of the other half
-meet among the real references (:func:`model_check`). Each distractor also
-has triplets (:mod:`acr.signals.audio.triplets`) at the references' density,
-drawn from those of half of the never-indexed tracks (:func:`triplet_pool`);
-the clips of the other half are the never-indexed queries. Distractors are
+meet among the real references (:func:`model_check`). Distractors are
 generated directly in code order as memory-mapped posting tables
 (:func:`acr.index.segment.write_table`), cached under ``benchmarks/.cache/scale``.
 Each size runs in a fresh process, which maps the tables (the start-up
@@ -49,23 +46,11 @@ from numpy.typing import NDArray
 
 from acr.index.catalogue import ContentSpec
 from acr.index.lookup import CodeLookup
-from acr.index.segment import (
-    TRIPLET_SUFFIX,
-    PostingTable,
-    Segment,
-    build_segment,
-    map_table,
-    write_table,
-)
+from acr.index.segment import PostingTable, Segment, build_segment, map_table, write_table
 from acr.matching import Hits
 from acr.search import HIT_BUDGET, Query, identify
 from acr.signals.audio import AudioSignal
 from acr.signals.audio.codes import CODE_BITS, DT_BITS, F1_BITS, RATIO_BITS
-from acr.signals.audio.triplets import (
-    BUCKET_BITS,
-    CHECK_BITS,
-    triplet_codes,
-)
 from acr.signals.base import Fingerprints
 from benchmarks.corpus import DEFAULT_CACHE_DIR, decode_mono, ensure_corpus
 from benchmarks.degrade import add_white_noise
@@ -84,8 +69,6 @@ DECODE_RATE = 8000
 SEED = 20261126
 UNSEEN_CLIPS_PER_TRACK = 4
 _FREQUENCY_BITS = F1_BITS + RATIO_BITS
-MODEL_CHECK_HOURS = 50
-"""Hours of model triplets drawn to predict the chance triplet hits of one indexed hour."""
 SIGNAL = AudioSignal()
 
 
@@ -177,35 +160,6 @@ def _code_parts(codes: NDArray[np.uint32]) -> tuple[NDArray[np.int64], NDArray[n
     return frequency, (level << DT_BITS) | (codes & ((1 << DT_BITS) - 1))
 
 
-def fitted_half(catalogue: Catalogue) -> int:
-    """Never-indexed tracks before this one are what distractor triplets are drawn from;
-    the clips of the others are the never-indexed queries."""
-    return len(catalogue.background) // 2
-
-
-def triplet_pool(catalogue: Catalogue) -> NDArray[np.uint64]:
-    """The (kept) triplet keys of the fitted half of the never-indexed music.
-
-    Distractor triplets are drawn from them as they are: a model that draws
-    an anchor's two targets independently, given its band (as
-    :func:`code_model` draws a pair), misses the harmony — two targets
-    sounding together, at consonant intervals — that makes real triplets
-    collide, and predicted a seventh of the real chance hits (see
-    ``docs/scale.md``). Drawing only triplets that the 47 minutes hold gives the
-    others no probability, which costs a search that reads every probe (as
-    the triplet look does) nothing; :func:`model_check` measures how close
-    the chance hits come.
-    """
-    background = catalogue.background[: fitted_half(catalogue)]
-    return np.concatenate([triplet_codes(fp.codes, fp.frames)[0] for fp in background])
-
-
-def triplets_per_second(catalogue: Catalogue) -> float:
-    """Density of the real references' (kept) triplets."""
-    seconds = sum(fp.duration_s for fp in catalogue.references)
-    return sum(triplet_codes(fp.codes, fp.frames)[0].size for fp in catalogue.references) / seconds
-
-
 def model_check(catalogue: Catalogue) -> dict[str, Any]:
     """How well distractor code models predict the chance hits of real never-indexed audio.
 
@@ -215,7 +169,7 @@ def model_check(catalogue: Catalogue) -> dict[str, Any]:
     references' number of postings times the summed probability of its codes,
     and the share of its codes that no reference holds.
     """
-    half = fitted_half(catalogue)
+    half = len(catalogue.background) // 2
     fitted = np.concatenate([fp.codes for fp in catalogue.background[:half]])
     held_out = [fp for track, fp in catalogue.unseen if track >= half]
     counts = np.bincount(
@@ -240,32 +194,6 @@ def model_check(catalogue: Catalogue) -> dict[str, Any]:
                 np.mean([np.mean(np.exp(-postings * model[fp.codes])) for fp in held_out])
             ),
         }
-
-    # Triplets: the clips' chance hits per indexed hour among the real
-    # references, and among triplets drawn as the distractors' are.
-    real_keys = np.sort(
-        np.concatenate([triplet_codes(fp.codes, fp.frames)[0] for fp in catalogue.references])
-    )
-    real_hours = sum(fp.duration_s for fp in catalogue.references) / 3600
-    pool = triplet_pool(catalogue)
-    drawn = np.random.default_rng(SEED).integers(
-        0, pool.size, round(real_keys.size * MODEL_CHECK_HOURS / real_hours)
-    )
-    model_keys = np.sort(pool[drawn])
-
-    def hits_per_hour(keys: NDArray[np.uint64], held: NDArray[np.uint64], hours: float) -> float:
-        found = np.searchsorted(held, keys, "right") - np.searchsorted(held, keys, "left")
-        return float(found.sum()) / hours
-
-    clips = [triplet_codes(fp.codes, fp.frames)[0] for fp in held_out]
-    real_triplets = np.array([hits_per_hour(k, real_keys, real_hours) for k in clips])
-    predicted = np.array([hits_per_hour(k, model_keys, MODEL_CHECK_HOURS) for k in clips])
-    found["triplets"] = {
-        "real_per_hour_p50": float(np.median(real_triplets)),
-        "predicted_per_hour_p50": float(np.median(predicted)),
-        "real_per_hour_mean": float(np.mean(real_triplets)),
-        "predicted_per_hour_mean": float(np.mean(predicted)),
-    }
     return found
 
 
@@ -292,52 +220,21 @@ def distractor_table(
     )
 
 
-def distractor_triplet_table(
-    rng: np.random.Generator,
-    first_key: int,
-    contents: int,
-    pool: NDArray[np.uint64],
-    density: float,
-) -> PostingTable:
-    """The triplets of ``contents`` one-hour distractors, in key order (a dense table).
-
-    Keys are drawn from ``pool`` (:func:`triplet_pool`), ``density`` a second.
-    """
-    frames_each = round(DISTRACTOR_HOURS * 3600 / SIGNAL.hop_s)
-    keys = pool[rng.integers(0, pool.size, round(density * DISTRACTOR_HOURS * 3600) * contents)]
-    keys.sort()
-    buckets = (keys >> np.uint64(CHECK_BITS)).astype(np.uint32)
-    return PostingTable(
-        keys=np.arange(first_key, first_key + contents, dtype=np.int64),
-        bases=np.arange(contents, dtype=np.int64) * frames_each,
-        codes=None,
-        offsets=np.searchsorted(buckets, np.arange((1 << BUCKET_BITS) + 1)).astype(np.int64),
-        postings=rng.integers(0, contents * frames_each, keys.size, dtype=np.uint32),
-        checks=(keys & np.uint64((1 << CHECK_BITS) - 1)).astype(np.uint16),
-    )
-
-
 def distractor_files(hours: float, catalogue: Catalogue) -> list[Path]:
     """Cached distractor tables holding ``hours`` of distractors (generated once)."""
     contents = max(0, round(hours / DISTRACTOR_HOURS))
     # Fitted on music that is not indexed: a model of the references
     # themselves would copy each query's own rare codes into every distractor.
     weights = code_model(np.concatenate([fp.codes for fp in catalogue.background]))
-    pool = triplet_pool(catalogue)
     density = postings_per_second(catalogue)
-    triplet_density = triplets_per_second(catalogue)
     files = []
     for number, first in enumerate(range(0, contents, CONTENTS_PER_TABLE)):
         size = min(CONTENTS_PER_TABLE, contents - first)
         path = SCALE_CACHE / f"distractors-factorized-{number:03d}-{size}.post"
-        key = 1_000_000 + first
         if not path.exists():
             rng = np.random.default_rng([SEED, number])
+            key = 1_000_000 + first
             write_table(distractor_table(rng, key, size, weights, density), path)
-        triplets = path.with_suffix(TRIPLET_SUFFIX)
-        if not triplets.exists():
-            rng = np.random.default_rng([SEED, number, 3])
-            write_table(distractor_triplet_table(rng, key, size, pool, triplet_density), triplets)
         files.append(path)
     return files
 
@@ -356,7 +253,6 @@ class CountingLookup:
     def __init__(self, lookup: CodeLookup) -> None:
         self.lookup = lookup
         self.hits = 0
-        self.pair_looks = 0
 
     def search(
         self,
@@ -368,13 +264,6 @@ class CountingLookup:
     ) -> Hits:
         """The wrapped lookup's hits, counted."""
         found = self.lookup.search(codes, frames, max_flips=max_flips, max_hits=max_hits)
-        self.hits += int(found.keys.size)
-        self.pair_looks += 1
-        return found
-
-    def search_triplets(self, keys: NDArray[np.uint64], frames: NDArray[np.uint32]) -> Hits:
-        """The wrapped lookup's triplet hits, counted."""
-        found = self.lookup.search_triplets(keys, frames)
         self.hits += int(found.keys.size)
         return found
 
@@ -392,9 +281,7 @@ def measure_size(hours: float, n_queries: int, *, max_hits: int | None) -> dict[
     lookup = CodeLookup()
     lookup.add_segment(segment)
     for path in files:
-        lookup.add_tables(
-            map_table(path, CODE_BITS), map_table(path.with_suffix(TRIPLET_SUFFIX), BUCKET_BITS)
-        )
+        lookup.add_table(map_table(path, CODE_BITS))
     load_s = time.perf_counter() - started
     rss_loaded = rss_mb()
     durations = {i + 1: fp.duration_s for i, fp in enumerate(catalogue.references)}
@@ -407,7 +294,7 @@ def measure_size(hours: float, n_queries: int, *, max_hits: int | None) -> dict[
         return distractor_frames
 
     counts = lookup.code_counts()
-    latencies, read, exact_stored, correct, settled = [], [], [], 0, 0
+    latencies, read, exact_stored, correct = [], [], [], 0
     for which, offset_s, query in catalogue.queries:
         exact_stored.append(int(counts[query.codes].sum()))
         counting = CountingLookup(lookup)
@@ -415,15 +302,14 @@ def measure_size(hours: float, n_queries: int, *, max_hits: int | None) -> dict[
         answer = identify(Query(query, counting, ref_frames, n_references, max_hits=max_hits))
         latencies.append(time.perf_counter() - begin)
         read.append(counting.hits)
-        settled += counting.pair_looks == 0
         if answer.ranked:
             best = answer.ranked[0]
             matched_offset = best.offset_frames * SIGNAL.hop_s
             correct += best.key == which + 1 and abs(matched_offset - offset_s) <= 0.5
 
-    negatives = [query for track, query in catalogue.unseen if track >= fitted_half(catalogue)]
+    negatives = catalogue.unseen[::2]
     negative_latencies, answered = [], 0
-    for query in negatives:
+    for _, query in negatives:
         begin = time.perf_counter()
         answer = identify(Query(query, lookup, ref_frames, n_references, max_hits=max_hits))
         negative_latencies.append(time.perf_counter() - begin)
@@ -432,16 +318,12 @@ def measure_size(hours: float, n_queries: int, *, max_hits: int | None) -> dict[
     def ms(q: float) -> float:
         return 1000 * float(np.percentile(latencies, q))
 
-    table_bytes = sum(
-        path.stat().st_size + path.with_suffix(TRIPLET_SUFFIX).stat().st_size for path in files
-    )
+    table_bytes = sum(path.stat().st_size for path in files)
     return {
         "hours": hours,
         "indexed_hours": hours + sum(fp.duration_s for fp in catalogue.references) / 3600,
         "max_hits": max_hits,
         "postings": lookup.postings,
-        "triplet_postings": lookup.triplet_postings,
-        "settled_by_triplets": settled / len(latencies),
         "table_bytes": table_bytes,
         "load_s": load_s,
         "rss_before_mb": rss_before,
@@ -617,17 +499,6 @@ def report(
             f"| {name} | {check[name]['hits_ratio_p50']:.2f} "
             f"| {100 * check[name]['absent']:.1f} % |"
         )
-    triplets = check["triplets"]
-    lines += [
-        "",
-        "Triplets (`acr.signals.audio.triplets`): chance hits of the same clips per indexed "
-        "hour, among the real references and among triplets drawn as the distractors' are, "
-        "from those of the fitted half "
-        f"({MODEL_CHECK_HOURS} h at the references' density): real "
-        f"{triplets['real_per_hour_p50']:.2f} (mean {triplets['real_per_hour_mean']:.2f}), "
-        f"model {triplets['predicted_per_hour_p50']:.2f} "
-        f"(mean {triplets['predicted_per_hour_mean']:.2f}).",
-    ]
     lines += [
         "",
         "## One machine",
@@ -636,14 +507,12 @@ def report(
         '"none" reads every probe). "hits read" counts every hit the matches\' lookups '
         'returned; "exact hits stored" is what an unbudgeted exact-code lookup of the same '
         'clip would return. "never-indexed answered" is the share of never-indexed clips '
-        'given an answer (confidence at least the default threshold). "settled by triplets" '
-        "is the share of matches that the triplet look answered without any pair lookup.",
+        "given an answer (confidence at least the default threshold).",
         "",
-        "| hours | budget | postings (pairs / triplets) | tables on disk | start-up "
-        "| RSS after start-up | RSS after queries | match p50 | match p95 | hits read p50 "
-        "| exact hits stored p50 | settled by triplets | top-1 | never-indexed answered "
-        "| no-match p50 | queries |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| hours | budget | postings | tables on disk | start-up | RSS after start-up "
+        "| RSS after queries | match p50 | match p95 | hits read p50 | exact hits stored p50 "
+        "| top-1 | never-indexed answered | no-match p50 | queries |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p in points:
         if "error" in p:
@@ -651,14 +520,12 @@ def report(
             continue
         budget = "none" if p["max_hits"] is None else f"{p['max_hits']:,}"
         lines.append(
-            f"| {p['indexed_hours']:,.0f} | {budget} "
-            f"| {p['postings']:,} / {p['triplet_postings']:,} "
+            f"| {p['indexed_hours']:,.0f} | {budget} | {p['postings']:,} "
             f"| {p['table_bytes'] / 1e9:.2f} GB "
             f"| {p['load_s']:.2f} s | {p['rss_loaded_mb']:,.0f} MB | {p['rss_after_mb']:,.0f} MB "
             f"| {_ms(p['match_ms_p50'])} | {_ms(p['match_ms_p95'])} "
             f"| {_count(p['hits_read_p50'])} | {_count(p['exact_stored_p50'])} "
-            f"| {_percent(p['settled_by_triplets'])} | {_percent(p['top1'])} "
-            f"| {_percent(p['false_positives'])} of {p['negatives']} "
+            f"| {_percent(p['top1'])} | {_percent(p['false_positives'])} of {p['negatives']} "
             f"| {_ms(p['no_match_ms_p50'])} | {p['queries']} |"
         )
     if cluster:

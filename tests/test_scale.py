@@ -8,7 +8,6 @@ with tombstones, for exact-only looks, and from a memory-mapped file.
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 import faiss
@@ -21,11 +20,9 @@ from acr.index import lookup as lookup_module
 from acr.index import segment as segment_module
 from acr.index.lookup import CodeLookup, probes_of, rarest_probes
 from acr.index.segment import (
-    TRIPLET_SUFFIX,
     PostingTable,
     Segment,
     build_segment,
-    cached_tables,
     map_table,
     packed_bytes,
     write_table,
@@ -34,7 +31,6 @@ from acr.matching import Hits
 from acr.search import HIT_BUDGET, Query, identify
 from acr.signals.audio import AudioSignal
 from acr.signals.audio.codes import CODE_BITS
-from acr.signals.audio.triplets import triplet_codes
 from acr.signals.base import Fingerprints
 from tests.conftest import SONG_RATE
 
@@ -155,80 +151,17 @@ def test_mapped_table_answers_like_the_segment(
 ) -> None:
     in_memory, mapped = CodeLookup(), CodeLookup()
     for i, segment in enumerate(segments):
-        pairs, triplets = (
-            PostingTable.from_segment(segment, CODE_BITS),
-            PostingTable.of_triplets(segment),
-        )
+        table = PostingTable.from_segment(segment, CODE_BITS)
         path = tmp_path / f"{i}.post"
-        assert write_table(pairs, path) == path.stat().st_size
-        write_table(triplets, path.with_suffix(TRIPLET_SUFFIX))
-        in_memory.add_tables(pairs, triplets)
-        mapped.add_tables(*cached_tables(path, lambda: pytest.fail("tables were rebuilt")))
+        assert write_table(table, path) == path.stat().st_size
+        in_memory.add_table(table)
+        mapped.add_table(map_table(path, CODE_BITS))
     assert mapped.postings == sum(s.codes.size for s in segments)
-    assert mapped.triplet_postings == in_memory.triplet_postings > 0
     for codes, frames in queries:
         assert _same(mapped.search(codes, frames), in_memory.search(codes, frames))
-        keys, anchors = triplet_codes(codes, frames)
-        assert _same(
-            mapped.search_triplets(keys, anchors), in_memory.search_triplets(keys, anchors)
-        )
     path.write_bytes(path.read_bytes()[:-1])
     with pytest.raises(Exception, match="corrupt"):
         map_table(path, CODE_BITS)
-    # A damaged table is rebuilt from its segment.
-    rebuilt = CodeLookup()
-    rebuilt.add_tables(*cached_tables(path, lambda: segments[-1]))
-    assert rebuilt.postings == segments[-1].codes.size
-
-
-def _shared_triplets(
-    segments: list[Segment],
-    removed: set[int],
-    keys: NDArray[np.uint64],
-    anchors: NDArray[np.uint32],
-) -> Counter[tuple[int, int, int]]:
-    """Every (query frame, content, reference frame) of equal triplet keys, by brute force."""
-    found: Counter[tuple[int, int, int]] = Counter()
-    for segment in segments:
-        for key, start, end in zip(segment.keys, segment.starts, segment.ends, strict=True):
-            if int(key) in removed:
-                continue
-            ref_keys, ref_frames = triplet_codes(
-                segment.codes[start:end], segment.frames[start:end]
-            )
-            for i, j in zip(*np.nonzero(keys[:, None] == ref_keys[None, :]), strict=True):
-                found[(int(anchors[i]), int(key), int(ref_frames[j]))] += 1
-    return found
-
-
-@pytest.mark.parametrize(
-    ("dense", "merged"),
-    [(False, True), (False, False), (True, False)],
-    ids=["sparse-merged", "sparse-apart", "dense"],
-)
-def test_triplet_lookup_finds_every_shared_key(
-    segments: list[Segment],
-    queries: list[tuple[NDArray[np.uint32], NDArray[np.uint32]]],
-    dense: bool,
-    merged: bool,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(segment_module, "DENSE_MIN_POSTINGS", 0 if dense else 1 << 40)
-    monkeypatch.setattr(lookup_module, "MERGE_MAX_POSTINGS", 1 << 40 if merged else 0)
-    tables = CodeLookup()
-    for segment in segments:
-        tables.add_segment(segment)
-    tables.remove_key(6)
-    found = 0
-    for codes, frames in queries:
-        keys, anchors = triplet_codes(codes, frames)
-        got = tables.search_triplets(keys, anchors)
-        rows = Counter(
-            zip(got.query_frames.tolist(), got.keys.tolist(), got.ref_frames.tolist(), strict=True)
-        )
-        assert rows == _shared_triplets(segments, {6}, keys, anchors)
-        found += got.keys.size
-    assert found > 0
 
 
 def test_rarest_probes_fill_the_budget_codes_first_rarest_first() -> None:
@@ -294,64 +227,16 @@ def test_a_lookup_over_budget_reads_only_its_rarest_probes(
                     assert lengths[group & ~kept].min() >= lengths[group & kept].max()
 
 
-class Watched:
-    """A lookup that records which looks were made, and can hide its triplets."""
-
-    def __init__(self, lookup: CodeLookup, *, triplets: bool = True) -> None:
-        self.lookup = lookup
-        self.triplets = triplets
-        self.looks: list[str] = []
-
-    def search(
-        self,
-        codes: NDArray[np.uint32],
-        frames: NDArray[np.uint32],
-        *,
-        max_flips: int = 1,
-        max_hits: int | None = None,
-    ) -> Hits:
-        self.looks.append("pairs")
-        return self.lookup.search(codes, frames, max_flips=max_flips, max_hits=max_hits)
-
-    def search_triplets(self, keys: NDArray[np.uint64], frames: NDArray[np.uint32]) -> Hits:
-        self.looks.append("triplets")
-        if not self.triplets:
-            keys = keys[:0]
-        return self.lookup.search_triplets(keys, frames)
-
-
-SONGS = [(701, 3.0), (705, 11.0), (708, 20.0)]
-
-
-def test_a_clear_sample_is_answered_by_its_triplets_alone(tables: CodeLookup) -> None:
-    for seed, start_s in SONGS:
-        clip = synth_song(seed, 30.0)[round(start_s * SONG_RATE) : round((start_s + 5) * SONG_RATE)]
-        sample = SIGNAL.fingerprint_samples(clip, SONG_RATE, query=True)
-        answers = []
-        for triplets in (True, False):
-            watched = Watched(tables, triplets=triplets)
-            query = Query(sample, watched, lambda _: round(30.0 / SIGNAL.hop_s), 9)
-            answers.append(identify(query).ranked[0])
-            assert ("pairs" in watched.looks) is not triplets
-        # The same reference and offset as the pair looks find.
-        assert {a.key for a in answers} == {seed - 700 + 1}
-        assert abs(answers[0].offset_frames - answers[1].offset_frames) <= 1
-        assert abs(answers[0].offset_frames * SIGNAL.hop_s - start_s) < 0.1
-
-
 def test_a_budget_keeps_the_answer_while_capping_the_work(
     tables: CodeLookup,
     queries: list[tuple[NDArray[np.uint32], NDArray[np.uint32]]],
 ) -> None:
-    for (seed, start_s), (codes, frames) in zip(SONGS, queries, strict=False):
+    songs = [(701, 3.0), (705, 11.0), (708, 20.0)]
+    for (seed, start_s), (codes, frames) in zip(songs, queries, strict=False):
         sample = Fingerprints("audio", codes, frames, SIGNAL.hop_s, 5.0)
         full = tables.search(codes, frames).keys.size
         for budget in (HIT_BUDGET, full // 4):
-            # Without triplets, so that the budgeted pair looks give the answer.
-            pairs_only = Watched(tables, triplets=False)
-            query = Query(
-                sample, pairs_only, lambda _: round(30.0 / SIGNAL.hop_s), 9, max_hits=budget
-            )
+            query = Query(sample, tables, lambda _: round(30.0 / SIGNAL.hop_s), 9, max_hits=budget)
             best = identify(query, warps=False).ranked[0]
             assert best.key == seed - 700 + 1
             assert abs(best.offset_frames * SIGNAL.hop_s - start_s) < 0.1

@@ -361,11 +361,10 @@ def test_warped_looks_follow_the_interval(index: Index) -> None:
 def test_an_answer_on_a_tilted_line_is_searched_under_the_warps_first(index: Index) -> None:
     """Between warped looks too: a confident line tilted by 1.5 % or more is what
     identify searches the warps for, and so does a look before answering with it.
-    The first look comes after 4 s, long enough for a 3 % tilt to show (over a
-    second or less no tilt can be told from none, and none is reported; over 3 s
-    the sparser hits of the triplet look measured 1 %)."""
+    The first look comes after 3 s, long enough for a 3 % tilt to show (over a
+    second or less no tilt can be told from none, and none is reported)."""
     samples = tempo(song(22)[int(4.3 * SONG_RATE) :], SONG_RATE, 1.03)
-    matcher = StreamMatcher(index, SONG_RATE, plan=LookPlan(first_s=4.0), warp_interval_s=math.inf)
+    matcher = StreamMatcher(index, SONG_RATE, plan=LookPlan(first_s=3.0), warp_interval_s=math.inf)
     answer = None
     for chunk in chunks(samples, SONG_RATE):
         if (answer := matcher.push(chunk)) is not None:

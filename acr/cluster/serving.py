@@ -142,16 +142,6 @@ class ShardReplica:
         )
         return _narrow(hits)
 
-    def search_triplets(
-        self,
-        snapshot: list[Any],
-        generation: int,
-        keys: NDArray[np.uint64],
-        frames: NDArray[np.uint32],
-    ) -> Hits:
-        """The shard's hits for a query's triplet keys, in the snapshot named by ``generation``."""
-        return _narrow(self._lookup(snapshot, generation).search_triplets(keys, frames))
-
 
 @dataclass
 class ShardedLookup:
@@ -211,11 +201,16 @@ class ShardedLookup:
             if int(lengths.sum()) <= max_hits:
                 # Every probe fits: the shards read them all, and need no lengths sent.
                 lengths, max_hits = None, None
-        return _joined(self.fan_out("search", codes, frames, max_flips, max_hits, lengths))
-
-    def search_triplets(self, keys: NDArray[np.uint64], frames: NDArray[np.uint32]) -> Hits:
-        """Every live posting of every shard under each triplet key."""
-        return _joined(self.fan_out("search_triplets", keys, frames))
+        parts: list[Hits] = self.fan_out("search", codes, frames, max_flips, max_hits, lengths)
+        if not parts:
+            empty = np.zeros(0, dtype=np.int64)
+            return Hits(empty, empty, empty)
+        return Hits(
+            query_frames=np.concatenate([p.query_frames for p in parts]).astype(np.int64),
+            keys=np.concatenate([p.keys for p in parts]).astype(np.int64),
+            ref_frames=np.concatenate([p.ref_frames for p in parts]).astype(np.int64),
+            complete=all(p.complete for p in parts),
+        )
 
     def fan_out(self, method: str, *args: Any) -> list[Any]:
         """Call ``method`` on one replica of every shard, the next replica when one fails.
@@ -471,19 +466,6 @@ class ShardedIndex:
         for group in self.replicas:
             for replica in group:
                 ray.kill(replica, no_restart=True)
-
-
-def _joined(parts: list[Hits]) -> Hits:
-    """The shards' hits as one, shard by shard."""
-    if not parts:
-        empty = np.zeros(0, dtype=np.int64)
-        return Hits(empty, empty, empty)
-    return Hits(
-        query_frames=np.concatenate([p.query_frames for p in parts]).astype(np.int64),
-        keys=np.concatenate([p.keys for p in parts]).astype(np.int64),
-        ref_frames=np.concatenate([p.ref_frames for p in parts]).astype(np.int64),
-        complete=all(p.complete for p in parts),
-    )
 
 
 def _narrow(hits: Hits) -> Hits:

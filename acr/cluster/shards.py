@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 
 from acr.index.catalogue import Catalogue, ContentRecord
 from acr.index.lookup import CodeLookup
-from acr.index.segment import PostingTable, Segment, cached_tables, read_segment
+from acr.index.segment import PostingTable, Segment, map_table, read_segment, write_table
 from acr.index.store import CATALOGUE_FILE, SEGMENT_DIR
 from acr.signals.audio.codes import CODE_BITS
 
@@ -96,7 +96,7 @@ class ShardStore:
         self.shard = shard
         self.n_shards = n_shards
         self.table_dir = table_dir
-        self._tables: dict[str, tuple[PostingTable, PostingTable]] = {}
+        self._tables: dict[str, PostingTable] = {}
         self._lookups: dict[int, CodeLookup] = {}
 
     def lookup(self, snapshot: Snapshot) -> CodeLookup:
@@ -109,24 +109,29 @@ class ShardStore:
             table = self._tables.get(name)
             if table is None:
                 table = self._tables[name] = self._table(name)
-            lookup.add_tables(*table)
+            lookup.add_table(table)
         held = np.fromiter(lookup.keys(), dtype=np.int64)
         for key in held[~np.isin(held, snapshot.live_keys)]:
             lookup.remove_key(int(key))
         self._lookups[snapshot.generation] = lookup
         return lookup
 
-    def _table(self, name: str) -> tuple[PostingTable, PostingTable]:
-        """The shard's part of segment ``name``, pair and triplet tables: mapped or built."""
-
-        def part() -> Segment:
-            segment = read_segment(self.index_dir / SEGMENT_DIR / name)
-            return shard_segment(segment, self.shard, self.n_shards)
-
-        if self.table_dir is None:
-            mine = part()
-            return PostingTable.from_segment(mine, CODE_BITS), PostingTable.of_triplets(mine)
-        return cached_tables(self.table_dir / f"{name}.{self.shard}-of-{self.n_shards}.post", part)
+    def _table(self, name: str) -> PostingTable:
+        """The shard's part of segment ``name``: mapped from the table directory, or built."""
+        path = None
+        if self.table_dir is not None:
+            path = self.table_dir / f"{name}.{self.shard}-of-{self.n_shards}.post"
+            if path.exists():
+                return map_table(path, CODE_BITS)
+        segment = read_segment(self.index_dir / SEGMENT_DIR / name)
+        table = PostingTable.from_segment(
+            shard_segment(segment, self.shard, self.n_shards), CODE_BITS
+        )
+        if path is None:
+            return table
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_table(table, path)
+        return map_table(path, CODE_BITS)
 
     def lookup_of(self, generation: int) -> CodeLookup | None:
         """The lookup of a snapshot already built, if any."""
@@ -142,4 +147,4 @@ class ShardStore:
     @property
     def postings(self) -> int:
         """Postings held in the shard's tables."""
-        return sum(pairs.size for pairs, _ in self._tables.values())
+        return sum(table.size for table in self._tables.values())

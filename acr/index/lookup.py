@@ -32,7 +32,6 @@ from numpy.typing import NDArray
 from acr.index.segment import PostingTable, Segment
 from acr.matching import Hits
 from acr.signals.audio.codes import CODE_BITS
-from acr.signals.audio.triplets import CHECK_BITS
 
 BIT_FLIPS = 1
 _PROBES = np.array([0] + [1 << bit for bit in reversed(range(CODE_BITS))], dtype=np.uint32)
@@ -46,68 +45,26 @@ MERGE_MAX_POSTINGS = 1 << 22
 (about 14 h of audio): re-sorting one costs about 0.3 s."""
 
 
-class _Tables:
-    """Posting tables of one kind, small segments' merged in memory."""
-
-    def __init__(self) -> None:
-        self.tables: list[PostingTable] = []
-        self.directories: list[_Directory | None] = []
-        self.merged: list[bool] = []
-        """Whether each table is an in-memory one that later small segments may join."""
-
-    def add(self, table: PostingTable, *, mergeable: bool) -> None:
-        last = self.tables[-1] if self.tables else None
-        if (
-            mergeable
-            and last is not None
-            and self.merged[-1]
-            and table.codes is not None
-            and last.size + table.size <= MERGE_MAX_POSTINGS
-        ):
-            self.tables.pop()
-            self.directories.pop()
-            self.merged.pop()
-            table = last.followed_by(table)
-        self.tables.append(table)
-        self.directories.append(None if table.codes is None else _directory(table.codes))
-        self.merged.append(mergeable and table.codes is not None)
-
-    def spans(
-        self, probes: NDArray[np.uint32], checks: NDArray[np.uint16] | None = None
-    ) -> list[tuple[NDArray[np.int64], NDArray[np.int64]]]:
-        """``[start, end)`` of every probe in every table (narrowed to its check, if given)."""
-        found = []
-        for table, directory in zip(self.tables, self.directories, strict=True):
-            start, end = _ranges(table, directory, probes)
-            if checks is not None and table.checks is not None:
-                _narrow_to_checks(np.asarray(table.checks), checks, start, end)
-            found.append((start, end))
-        return found
-
-
 class CodeLookup:
-    """All live postings of an index, searchable by pair code and by triplet key."""
+    """All live postings of an index, searchable by code."""
 
     def __init__(self) -> None:
-        self._pairs = _Tables()
-        self._triplets = _Tables()
+        self._tables: list[PostingTable] = []
+        self._directories: list[_Directory | None] = []
+        self._merged: list[bool] = []
+        """Whether each table is an in-memory one that later small segments may join."""
         self._live: set[int] = set()
         self._removed: set[int] = set()
 
     @property
     def tables(self) -> int:
-        """Number of pair posting tables searched (small segments share one)."""
-        return len(self._pairs.tables)
+        """Number of posting tables searched (small segments share one)."""
+        return len(self._tables)
 
     @property
     def postings(self) -> int:
-        """Number of pair postings held, tombstoned ones included."""
-        return sum(table.size for table in self._pairs.tables)
-
-    @property
-    def triplet_postings(self) -> int:
-        """Number of triplet postings held, tombstoned ones included."""
-        return sum(table.size for table in self._triplets.tables)
+        """Number of postings held, tombstoned ones included."""
+        return sum(table.size for table in self._tables)
 
     def add_segment(self, segment: Segment) -> None:
         """Make a segment's postings searchable.
@@ -115,22 +72,29 @@ class CodeLookup:
         A small segment joins the last small one in memory: a service that
         indexes uploads one by one would otherwise probe one table per upload.
         """
-        self.add_tables(
-            PostingTable.from_segment(segment, CODE_BITS),
-            PostingTable.of_triplets(segment),
-            mergeable=True,
-        )
+        table = PostingTable.from_segment(segment, CODE_BITS)
+        last = self._tables[-1] if self._tables else None
+        if (
+            last is not None
+            and self._merged[-1]
+            and table.codes is not None
+            and last.size + table.size <= MERGE_MAX_POSTINGS
+        ):
+            self._tables.pop()
+            self._directories.pop()
+            self._merged.pop()
+            table = last.followed_by(table)
+        self._append(table, merged=table.codes is not None)
 
-    def add_tables(
-        self, pairs: PostingTable, triplets: PostingTable, *, mergeable: bool = False
-    ) -> None:
-        """Make a segment's pair and triplet tables searchable (e.g. memory-mapped from disk).
+    def add_table(self, table: PostingTable) -> None:
+        """Make a table's postings searchable as it is (e.g. one memory-mapped from disk)."""
+        self._append(table, merged=False)
 
-        ``mergeable`` tables are in memory and may be merged with the next small ones.
-        """
-        self._pairs.add(pairs, mergeable=mergeable)
-        self._triplets.add(triplets, mergeable=mergeable)
-        self._live.update(int(key) for key in pairs.keys)
+    def _append(self, table: PostingTable, *, merged: bool) -> None:
+        self._tables.append(table)
+        self._directories.append(None if table.codes is None else _directory(table.codes))
+        self._merged.append(merged)
+        self._live.update(int(key) for key in table.keys)
 
     def keys(self) -> set[int]:
         """Content keys with searchable postings."""
@@ -150,7 +114,7 @@ class CodeLookup:
         snapshot to choose the probes under a budget as a single node would.
         """
         counts = np.zeros(1 << CODE_BITS, dtype=np.int64)
-        for table in self._pairs.tables:
+        for table in self._tables:
             offsets = np.asarray(table.offsets, dtype=np.int64)
             sizes = offsets[1:] - offsets[:-1]
             if table.codes is None:
@@ -181,9 +145,13 @@ class CodeLookup:
         """
         probes = probes_of(codes, max_flips)
         per_code = probes.size // max(1, codes.size)
-        if not self._pairs.tables or codes.size == 0:
-            return _no_hits()
-        spans = self._pairs.spans(probes)
+        if not self._tables or codes.size == 0:
+            empty = np.zeros(0, dtype=np.int64)
+            return Hits(empty, empty, empty)
+        spans = [
+            _ranges(table, directory, probes)
+            for table, directory in zip(self._tables, self._directories, strict=True)
+        ]
         complete = True
         if max_hits is not None:
             if lengths is None:
@@ -191,39 +159,15 @@ class CodeLookup:
             kept = rarest_probes(lengths, max_hits, per_code=per_code)
             complete = bool(kept.all())
             spans = [(start, np.where(kept, end, start)) for start, end in spans]
-        return self._decoded(
-            self._pairs, spans, np.repeat(frames.astype(np.int64), per_code), complete
-        )
-
-    def search_triplets(self, keys: NDArray[np.uint64], frames: NDArray[np.uint32]) -> Hits:
-        """Every live posting of each triplet key (see :mod:`acr.signals.audio.triplets`).
-
-        Triplets are selective enough that their look reads every probe: a
-        5 s sample meets about 5 chance postings per indexed hour (a two
-        hundredth of its pair codes' exact and one-bit hits), so no budget is needed.
-        """
-        if not self._triplets.tables or keys.size == 0:
-            return _no_hits()
-        buckets = (keys >> np.uint64(CHECK_BITS)).astype(np.uint32)
-        checks = (keys & np.uint64((1 << CHECK_BITS) - 1)).astype(np.uint16)
-        spans = self._triplets.spans(buckets, checks)
-        return self._decoded(self._triplets, spans, frames.astype(np.int64), True)
-
-    def _decoded(
-        self,
-        kind: _Tables,
-        spans: list[tuple[NDArray[np.int64], NDArray[np.int64]]],
-        probe_frames: NDArray[np.int64],
-        complete: bool,
-    ) -> Hits:
-        """The hits of every probe's range, probe by probe, and within a probe table by table."""
+        # Hits come probe by probe, and within a probe table by table.
         per_table = np.stack([end - start for start, end in spans], axis=1)
         firsts = (np.cumsum(per_table.ravel()) - per_table.ravel()).reshape(per_table.shape)
         total = int(per_table.sum())
         query_frames = np.empty(total, dtype=np.int64)
         keys = np.empty(total, dtype=np.int64)
         ref_frames = np.empty(total, dtype=np.int64)
-        for column, (table, (start, end)) in enumerate(zip(kind.tables, spans, strict=True)):
+        probe_frames = np.repeat(frames.astype(np.int64), per_code)
+        for column, (table, (start, end)) in enumerate(zip(self._tables, spans, strict=True)):
             _decode_into(
                 start,
                 end,
@@ -240,11 +184,6 @@ class CodeLookup:
             live = ~np.isin(keys, np.fromiter(self._removed, dtype=np.int64))
             return Hits(query_frames[live], keys[live], ref_frames[live], complete)
         return Hits(query_frames, keys, ref_frames, complete)
-
-
-def _no_hits() -> Hits:
-    empty = np.zeros(0, dtype=np.int64)
-    return Hits(empty, empty, empty)
 
 
 def rarest_probes(lengths: NDArray[np.int64], max_hits: int, *, per_code: int) -> NDArray[np.bool_]:
@@ -354,35 +293,6 @@ def _sparse_ranges(
         if low < codes.size and codes[low] == probe:
             starts[i] = offsets[low]
             ends[i] = offsets[low + 1]
-
-
-@numba.njit(cache=True, nogil=True)
-def _narrow_to_checks(
-    table_checks: NDArray[np.uint16],
-    checks: NDArray[np.uint16],
-    starts: NDArray[np.int64],
-    ends: NDArray[np.int64],
-) -> None:
-    """Narrow each probe's range to the postings of its check (ascending within a range)."""
-    for i in range(starts.size):
-        low = starts[i]
-        high = ends[i]
-        while low < high:
-            middle = (low + high) >> 1
-            if table_checks[middle] < checks[i]:
-                low = middle + 1
-            else:
-                high = middle
-        first = low
-        high = ends[i]
-        while low < high:
-            middle = (low + high) >> 1
-            if table_checks[middle] <= checks[i]:
-                low = middle + 1
-            else:
-                high = middle
-        starts[i] = first
-        ends[i] = low
 
 
 @numba.njit(cache=True, nogil=True)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import struct
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,8 +27,6 @@ import numpy as np
 from numpy.typing import NDArray
 
 from acr.errors import IndexStoreError
-from acr.signals.audio.codes import CODE_BITS
-from acr.signals.audio.triplets import BUCKET_BITS, CHECK_BITS, triplet_codes
 
 _MAGIC = b"ACRSEG\0\0"
 _VERSION = 2
@@ -213,11 +210,9 @@ def delete_unlisted(directory: Path, wanted: set[str]) -> None:
 
 # -- postings in code order: what a lookup searches ----------------------------------------------
 
-TRIPLET_SUFFIX = ".trip"
-"""A segment's triplet table sits beside its pair table under this suffix."""
 _TABLE_MAGIC = b"ACRPOST\0"
 _TABLE_VERSION = 1
-_TABLE_HEADER = struct.Struct("<8sIIQQQI20x")
+_TABLE_HEADER = struct.Struct("<8sIIQQQ24x")
 assert _TABLE_HEADER.size == 64
 DENSE_MIN_POSTINGS = 1 << 24
 """From this many postings (about 55 h of audio) a table addresses codes directly:
@@ -248,9 +243,6 @@ class PostingTable:
         ``postings[offsets[j]:offsets[j + 1]]``.
     postings : ndarray of uint32 or uint64
         Timeline positions in code order.
-    checks : ndarray of uint16 or None
-        For triplet tables, the trailing bits of each posting's key, ascending
-        within a code (a code is then a key's leading bits); None for pair tables.
     """
 
     keys: NDArray[np.int64]
@@ -258,40 +250,34 @@ class PostingTable:
     codes: NDArray[np.uint32] | None
     offsets: NDArray[np.int64]
     postings: NDArray[np.unsignedinteger]
-    checks: NDArray[np.uint16] | None = None
 
     @classmethod
     def from_segment(cls, segment: Segment, code_bits: int) -> PostingTable:
         """Sort a segment's postings by code (stably)."""
         counts = np.diff(np.concatenate([[0], segment.ends])).astype(np.int64)
-        return _sorted_table(segment, counts, segment.codes, segment.frames, None, code_bits)
-
-    @classmethod
-    def of_triplets(cls, segment: Segment) -> PostingTable:
-        """The triplet keys of a segment's contents, sorted by bucket and check.
-
-        Keys are derived content by content (:func:`~acr.signals.audio.triplets.triplet_codes`);
-        a key's leading :data:`~acr.signals.audio.triplets.BUCKET_BITS` are its code here and
-        its trailing bits its check.
-        """
-        buckets: list[NDArray[np.uint32]] = []
-        checks: list[NDArray[np.uint16]] = []
-        frames: list[NDArray[np.uint32]] = []
-        counts = np.zeros(segment.keys.size, dtype=np.int64)
-        for i, (start, end) in enumerate(zip(segment.starts, segment.ends, strict=True)):
-            keys, anchors = triplet_codes(segment.codes[start:end], segment.frames[start:end])
-            buckets.append((keys >> np.uint64(CHECK_BITS)).astype(np.uint32))
-            checks.append((keys & np.uint64((1 << CHECK_BITS) - 1)).astype(np.uint16))
-            frames.append(anchors)
-            counts[i] = keys.size
-        empty = np.zeros(0, dtype=np.uint32)
-        return _sorted_table(
-            segment,
-            counts,
-            np.concatenate(buckets or [empty]),
-            np.concatenate(frames or [empty]),
-            np.concatenate(checks or [empty.astype(np.uint16)]),
-            BUCKET_BITS,
+        spans = np.zeros(segment.keys.size, dtype=np.int64)
+        for i, (start, end) in enumerate(zip(segment.ends - counts, segment.ends, strict=True)):
+            if end > start:
+                spans[i] = int(segment.frames[start:end].max()) + 1
+        bases = (np.cumsum(spans) - spans).astype(np.int64)
+        width = np.uint32 if int(spans.sum()) <= np.iinfo(np.uint32).max else np.uint64
+        timeline: NDArray[np.unsignedinteger] = (np.repeat(bases, counts) + segment.frames).astype(
+            width
+        )
+        order = np.argsort(segment.codes, kind="stable")
+        sorted_codes = segment.codes[order]
+        if segment.codes.size >= DENSE_MIN_POSTINGS:
+            directory = None
+            offsets = np.searchsorted(sorted_codes, np.arange((1 << code_bits) + 1), "left")
+        else:
+            directory, firsts = np.unique(sorted_codes, return_index=True)
+            offsets = np.append(firsts, sorted_codes.size)
+        return cls(
+            keys=segment.keys.astype(np.int64),
+            bases=bases,
+            codes=None if directory is None else directory.astype(np.uint32),
+            offsets=offsets.astype(np.int64),
+            postings=timeline[order],
         )
 
     @property
@@ -318,12 +304,7 @@ class PostingTable:
         timeline = np.concatenate(
             [self.postings.astype(np.uint64), other.postings.astype(np.uint64) + np.uint64(span)]
         )
-        checks = None
-        if self.checks is not None and other.checks is not None:
-            checks = np.concatenate([self.checks, other.checks])
-            order = np.lexsort((checks, codes))
-        else:
-            order = np.argsort(codes, kind="stable")
+        order = np.argsort(codes, kind="stable")
         directory, firsts = np.unique(codes[order], return_index=True)
         width = np.uint32 if timeline.size == 0 or int(timeline.max()) <= 0xFFFFFFFF else np.uint64
         return PostingTable(
@@ -332,7 +313,6 @@ class PostingTable:
             codes=directory.astype(np.uint32),
             offsets=np.append(firsts, codes.size).astype(np.int64),
             postings=timeline[order].astype(width),
-            checks=None if checks is None else checks[order],
         )
 
     def decode(self, positions: NDArray[np.int64]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
@@ -340,40 +320,6 @@ class PostingTable:
         timeline = self.postings[positions].astype(np.int64)
         content = np.searchsorted(self.bases, timeline, "right") - 1
         return self.keys[content], timeline - self.bases[content]
-
-
-def _sorted_table(
-    segment: Segment,
-    counts: NDArray[np.int64],
-    codes: NDArray[np.uint32],
-    frames: NDArray[np.uint32],
-    checks: NDArray[np.uint16] | None,
-    code_bits: int,
-) -> PostingTable:
-    """A table of ``counts[i]`` postings per content of ``segment``, in code (and check) order."""
-    spans = np.zeros(segment.keys.size, dtype=np.int64)
-    for i, (start, end) in enumerate(zip(segment.starts, segment.ends, strict=True)):
-        if end > start:
-            spans[i] = int(segment.frames[start:end].max()) + 1
-    bases = (np.cumsum(spans) - spans).astype(np.int64)
-    width = np.uint32 if int(spans.sum()) <= np.iinfo(np.uint32).max else np.uint64
-    timeline: NDArray[np.unsignedinteger] = (np.repeat(bases, counts) + frames).astype(width)
-    order = np.argsort(codes, kind="stable") if checks is None else np.lexsort((checks, codes))
-    sorted_codes = codes[order]
-    if codes.size >= DENSE_MIN_POSTINGS:
-        directory = None
-        offsets = np.searchsorted(sorted_codes, np.arange((1 << code_bits) + 1), "left")
-    else:
-        directory, firsts = np.unique(sorted_codes, return_index=True)
-        offsets = np.append(firsts, sorted_codes.size)
-    return PostingTable(
-        keys=segment.keys.astype(np.int64),
-        bases=bases,
-        codes=None if directory is None else directory.astype(np.uint32),
-        offsets=offsets.astype(np.int64),
-        postings=timeline[order],
-        checks=None if checks is None else checks[order],
-    )
 
 
 def write_table(table: PostingTable, path: Path) -> int:
@@ -390,7 +336,6 @@ def write_table(table: PostingTable, path: Path) -> int:
         table.keys.size,
         n_codes & 0xFFFFFFFFFFFFFFFF,
         table.postings.size,
-        0 if table.checks is None else 2,
     )
     parts = [table.keys.astype("<i8"), table.bases.astype("<i8")]
     if table.codes is not None:
@@ -399,8 +344,6 @@ def write_table(table: PostingTable, path: Path) -> int:
         table.offsets.astype("<i8"),
         table.postings.astype(f"<u{table.postings.dtype.itemsize}"),
     ]
-    if table.checks is not None:
-        parts.append(table.checks.astype("<u2"))
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(temporary, "wb") as handle:
@@ -415,30 +358,6 @@ def write_table(table: PostingTable, path: Path) -> int:
         temporary.unlink(missing_ok=True)
     fsync_directory(path.parent)
     return size
-
-
-def cached_tables(path: Path, segment: Callable[[], Segment]) -> tuple[PostingTable, PostingTable]:
-    """A segment's pair and triplet tables, memory-mapped from ``path`` and its ``.trip`` sibling.
-
-    Tables missing or damaged are built from ``segment()`` and written first
-    (by whichever process gets there first; the writes are atomic). Where
-    they cannot be written (a read-only directory), the built tables are
-    returned, searched from memory.
-    """
-    triplet_path = path.with_suffix(TRIPLET_SUFFIX)
-    try:
-        return map_table(path, CODE_BITS), map_table(triplet_path, BUCKET_BITS)
-    except IndexStoreError:
-        pass  # missing or damaged: rebuilt below
-    source = segment()
-    pairs, triplets = PostingTable.from_segment(source, CODE_BITS), PostingTable.of_triplets(source)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_table(pairs, path)
-        write_table(triplets, triplet_path)
-        return map_table(path, CODE_BITS), map_table(triplet_path, BUCKET_BITS)
-    except OSError:
-        return pairs, triplets
 
 
 def map_table(path: Path, code_bits: int) -> PostingTable:
@@ -457,20 +376,14 @@ def map_table(path: Path, code_bits: int) -> PostingTable:
         raise IndexStoreError(f"posting table {path.name} cannot be read: {error}") from error
     if len(head) < _TABLE_HEADER.size:
         raise IndexStoreError(f"posting table {path.name} is truncated")
-    magic, version, width, n_contents, n_codes, n_postings, check_width = _TABLE_HEADER.unpack(head)
-    if (
-        magic != _TABLE_MAGIC
-        or version != _TABLE_VERSION
-        or width not in (4, 8)
-        or check_width not in (0, 2)
-    ):
+    magic, version, width, n_contents, n_codes, n_postings = _TABLE_HEADER.unpack(head)
+    if magic != _TABLE_MAGIC or version != _TABLE_VERSION or width not in (4, 8):
         raise IndexStoreError(f"{path.name} is not a version-{_TABLE_VERSION} posting table")
     dense = n_codes == 0xFFFFFFFFFFFFFFFF
     n_offsets = (1 << code_bits) + 1 if dense else n_codes + 1
     layout = [("keys", "<i8", n_contents), ("bases", "<i8", n_contents)]
     layout += [] if dense else [("codes", "<u4", n_codes)]
     layout += [("offsets", "<i8", n_offsets), ("postings", f"<u{width}", n_postings)]
-    layout += [("checks", "<u2", n_postings)] if check_width else []
     expected = _TABLE_HEADER.size + sum(np.dtype(t).itemsize * n for _, t, n in layout)
     if size != expected:
         raise IndexStoreError(f"posting table {path.name} is corrupt (size mismatch)")
@@ -489,5 +402,4 @@ def map_table(path: Path, code_bits: int) -> PostingTable:
         codes=arrays.get("codes"),
         offsets=arrays["offsets"],
         postings=arrays["postings"],
-        checks=arrays.get("checks"),
     )

@@ -42,19 +42,21 @@ from acr.errors import FingerprintFormatError, IndexStoreError, UnknownContentEr
 from acr.index.catalogue import Catalogue, ContentRecord, ContentSpec
 from acr.index.lookup import CodeLookup
 from acr.index.segment import (
-    TRIPLET_SUFFIX,
+    PostingTable,
     Segment,
     SegmentMissingError,
     build_segment,
-    cached_tables,
     delete_unlisted,
+    map_table,
     read_segment,
     write_segment,
+    write_table,
 )
 from acr.matching import DEFAULT_MIN_CONFIDENCE, Alignment
 from acr.results import Match, MatchResult
 from acr.search import Identification, Query, identify
 from acr.signals.audio import AudioSignal
+from acr.signals.audio.codes import CODE_BITS
 from acr.signals.base import Fingerprints, MediaSource
 
 if TYPE_CHECKING:
@@ -245,20 +247,28 @@ class Index:
                 self._make_searchable(name, None)
 
     def _make_searchable(self, name: str, segment: Segment | None) -> None:
-        """Add a live segment's postings to the lookup, from its mapped tables if it is large."""
-
-        def source() -> Segment:
-            return segment if segment is not None else read_segment(self._segment_path(name))
-
+        """Add a live segment's postings to the lookup, from its mapped table if it has one."""
         table_path = self._table_path(name)
         if table_path.exists():
-            self._lookup.add_tables(*cached_tables(table_path, source))
+            try:
+                self._lookup.add_table(map_table(table_path, CODE_BITS))
+                self._loaded_segments.add(name)
+                return
+            except IndexStoreError:
+                pass  # damaged: rebuilt below
+        if segment is None:
+            segment = read_segment(self._segment_path(name))
+        if segment.codes.size < MAPPED_MIN_CODES:
+            self._lookup.add_segment(segment)
         else:
-            loaded = source()
-            if loaded.codes.size < MAPPED_MIN_CODES:
-                self._lookup.add_segment(loaded)
-            else:
-                self._lookup.add_tables(*cached_tables(table_path, lambda: loaded))
+            table = PostingTable.from_segment(segment, CODE_BITS)
+            try:
+                table_path.parent.mkdir(exist_ok=True)
+                write_table(table, table_path)
+                table = map_table(table_path, CODE_BITS)
+            except OSError:
+                pass  # a read-only directory: searched from memory
+            self._lookup.add_table(table)
         self._loaded_segments.add(name)
 
     # -- writing ----------------------------------------------------------------------------
@@ -431,9 +441,7 @@ class Index:
             if (self.directory / name).exists()
         )
         if tables.is_dir():
-            on_disk += sum(
-                e.stat().st_size for e in tables.iterdir() if e.suffix in (".post", TRIPLET_SUFFIX)
-            )
+            on_disk += sum(e.stat().st_size for e in tables.iterdir() if e.suffix == ".post")
         return IndexStats(
             contents=len(self._records),
             codes=sum(r.codes for r in records),
@@ -537,17 +545,7 @@ class Index:
         """Delete segment and table files of no committed batch (after a crash or a compaction)."""
         live = set(self._catalogue.live_segments())
         delete_unlisted(self.directory / SEGMENT_DIR, live)
-        delete_unlisted(
-            self.directory / TABLE_DIR,
-            {
-                path.name
-                for name in live
-                for path in (
-                    self._table_path(name),
-                    self._table_path(name).with_suffix(TRIPLET_SUFFIX),
-                )
-            },
-        )
+        delete_unlisted(self.directory / TABLE_DIR, {self._table_path(name).name for name in live})
 
 
 def match_result(
