@@ -14,12 +14,13 @@ from __future__ import annotations
 import math
 from typing import Annotated
 
-from fastapi import Depends, Response
+from fastapi import Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from acr.auth import Principal
 from acr.ratelimit import RateDecision, RateLimiter
-from api.deps import ServicesDep, ViewerAppDep
+from acr.roles import Role
+from api.deps import BearerDep, ServicesDep, get_principal, require
 from api.problems import Problem
 
 
@@ -67,10 +68,19 @@ def enforce(
     return decision
 
 
+_admit_viewer_app = require(Role.ADMIN, Role.VIEWER_APP)
+
+
 async def limit_viewer_app(
-    principal: ViewerAppDep, services: ServicesDep, response: Response
+    request: Request, services: ServicesDep, credentials: BearerDep, response: Response
 ) -> Principal:
-    """A viewer-app (or admin) key with budget left for one more match."""
+    """A viewer-app (or admin) key with budget left for one more match.
+
+    The key is authenticated and its role checked by the functions behind
+    ``ViewerAppDep``, called here rather than depended on: FastAPI resolves each
+    level of dependencies anew on every request, and this one runs on every match.
+    """
+    principal = _admit_viewer_app(await get_principal(request, services, credentials))
     limiter = services.rate_limiter
     key = f"match:{principal.key_id}"
     if limiter.waits:
