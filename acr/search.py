@@ -222,7 +222,7 @@ def identify(
     Identification
     """
     top_k = max(1, top_k)
-    hits = query.hits(IDENTITY, exact=True)
+    exact = hits = query.hits(IDENTITY, exact=True)
     fitted = query.candidates(IDENTITY, hits)
     ranked = best_per_reference(fitted, top_k=top_k, min_confidence=min_confidence)
     # An exact look that the budget cut short read no neighbour probes, and a
@@ -259,7 +259,8 @@ def identify(
         pieces = [p for p in pieces if p.confidence >= min_confidence]
     best = _unwarped(ranked[0], warp)
     if not warp.coupled:
-        best = replace(best, pitch=_measured_pitch(best, query))
+        looked = exact if warp.is_identity else None
+        best = replace(best, pitch=_measured_pitch(best, query, exact=looked))
     return Identification(
         ranked=[best, *(_unwarped(a, warp) for a in ranked[1:])],
         pieces=[best if p is ranked[0] else _unwarped(p, warp) for p in pieces],
@@ -325,23 +326,32 @@ def best_warp(query: Query, *, top_k: int = 1) -> tuple[Warp, Hits, list[Alignme
     return winner
 
 
-def _measured_pitch(alignment: Alignment, query: Query) -> float:
+def _measured_pitch(alignment: Alignment, query: Query, *, exact: Hits | None = None) -> float:
     """The pitch factor under which most of the sample's codes meet the alignment exactly.
 
     The codes are warped to the alignment's tempo and shifted by whole bands
     around the pitch it was found at; the count of exact hits on its line
     peaks at the true shift, located between bands by a parabola through the
-    peak and its neighbours.
+    peak and its neighbours. ``exact`` are the sample's exact-code hits as it
+    is, if the search has them: an untilted alignment's unshifted count is
+    read from them instead of looked up again (most answers).
     """
     start = round(math.log2(alignment.pitch) * F1_BANDS_PER_OCTAVE)
     counts: dict[int, int] = {}
 
+    def on_line(hits: Hits) -> int:
+        mine = hits.keys == alignment.key
+        residual = hits.ref_frames[mine] - hits.query_frames[mine] - alignment.offset_frames
+        return int(np.count_nonzero(np.abs(residual) <= INLIER_FRAMES))
+
+    if exact is not None and alignment.scale == 1.0:
+        counts[0] = on_line(exact)
+
     def count(bands: int) -> int:
         if bands not in counts:
-            hits = query.hits(Warp(tempo=alignment.scale, pitch_bands=bands), exact=True)
-            mine = hits.keys == alignment.key
-            residual = hits.ref_frames[mine] - hits.query_frames[mine] - alignment.offset_frames
-            counts[bands] = int(np.count_nonzero(np.abs(residual) <= INLIER_FRAMES))
+            counts[bands] = on_line(
+                query.hits(Warp(tempo=alignment.scale, pitch_bands=bands), exact=True)
+            )
         return counts[bands]
 
     peak = max(range(start - PITCH_SEARCH_BANDS, start + PITCH_SEARCH_BANDS + 1), key=count)
