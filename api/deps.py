@@ -37,12 +37,10 @@ def get_session(services: ServicesDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-"""The ``Authorization: Bearer`` credentials, if sent (the OpenAPI security scheme)."""
-
-
 async def get_principal(
-    request: Request, services: ServicesDep, credentials: BearerDep
+    request: Request,
+    services: ServicesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     if credentials is None:
         raise Problem(

@@ -14,13 +14,12 @@ from __future__ import annotations
 import math
 from typing import Annotated
 
-from fastapi import Depends, Request, Response
+from fastapi import Depends, Response
 from fastapi.concurrency import run_in_threadpool
 
 from acr.auth import Principal
 from acr.ratelimit import RateDecision, RateLimiter
-from acr.roles import Role
-from api.deps import BearerDep, ServicesDep, get_principal, require
+from api.deps import ServicesDep, ViewerAppDep
 from api.problems import Problem
 
 
@@ -68,19 +67,10 @@ def enforce(
     return decision
 
 
-_admit_viewer_app = require(Role.ADMIN, Role.VIEWER_APP)
-
-
 async def limit_viewer_app(
-    request: Request, services: ServicesDep, credentials: BearerDep, response: Response
+    principal: ViewerAppDep, services: ServicesDep, response: Response
 ) -> Principal:
-    """A viewer-app (or admin) key with budget left for one more match.
-
-    The key is authenticated and its role checked by the functions behind
-    ``ViewerAppDep``, called here rather than depended on: FastAPI resolves each
-    level of dependencies anew on every request, and this one runs on every match.
-    """
-    principal = _admit_viewer_app(await get_principal(request, services, credentials))
+    """A viewer-app (or admin) key with budget left for one more match."""
     limiter = services.rate_limiter
     key = f"match:{principal.key_id}"
     if limiter.waits:

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, insert, literal, or_, select
+from sqlalchemy import bindparam, func, insert, or_, select
 from sqlalchemy.orm import Session
 
 from acr.campaigns.changes import apply_advance
@@ -152,9 +152,7 @@ _CANDIDATES = (
     .where(
         Trigger.content_id == bindparam("content_id"),
         Content.deleted_at.is_(None),
-        # Bound one by one, not as one expanding list: an expanding IN rewrites the
-        # statement's SQL on every execution.
-        Campaign.status.in_([literal(Status.SCHEDULED.value), literal(Status.RUNNING.value)]),
+        Campaign.status.in_([Status.SCHEDULED.value, Status.RUNNING.value]),
         or_(Trigger.start_s.is_(None), Trigger.start_s <= bindparam("offset")),
         or_(Trigger.end_s.is_(None), Trigger.end_s > bindparam("offset")),
     )

@@ -144,47 +144,36 @@ class _Query:
         return parts
 
 
+# The form's fields: the route documents and checks them.
+ViewerIdForm = Annotated[
+    str, Form(min_length=1, max_length=256, description="Opaque viewer id; stored hashed")
+]
+SampleFile = Annotated[
+    UploadFile | None, File(description="Audio or video media in any common format")
+]
+FingerprintsFile = Annotated[
+    UploadFile | None,
+    File(description="Query fingerprints computed on the client (acr wire format)"),
+]
+VideoHashesFile = Annotated[
+    UploadFile | None,
+    File(
+        description="Frame hashes computed on the client (acr video wire format, "
+        "about 2.5 KB per second of picture): a smart TV's own frame buffer"
+    ),
+]
+FramesFiles = Annotated[
+    list[UploadFile] | None,
+    File(description=f"A handful of still frames (images), in time order; at most {MAX_FRAMES}"),
+]
+FrameIntervalForm = Annotated[
+    float, Form(gt=0, le=10, description="Seconds between consecutive `frames`")
+]
+CountryForm = Annotated[str | None, Form(pattern="^[A-Za-z]{2}$", description="ISO 3166-1 alpha-2")]
+PlatformForm = Annotated[str | None, Form(min_length=1, max_length=32)]
+MaxCampaignsForm = Annotated[int, Form(ge=0, le=10)]
 DEFAULT_FRAME_INTERVAL_S = 1.0 / DEFAULT_FPS
 DEFAULT_MAX_CAMPAIGNS = 3
-
-
-# One model rather than one route parameter a field: FastAPI then reads and checks the
-# form as a whole, where it would inspect each parameter's declaration anew on every
-# request (a quarter of the event loop's function calls on a match).
-class MatchForm(BaseModel):
-    """A sample, or client-side evidence of sound and/or pictures, and who sent it."""
-
-    viewer_id: Annotated[
-        str, Form(min_length=1, max_length=256, description="Opaque viewer id; stored hashed")
-    ]
-    sample: Annotated[
-        UploadFile | None, File(description="Audio or video media in any common format")
-    ] = None
-    fingerprints: Annotated[
-        UploadFile | None,
-        File(description="Query fingerprints computed on the client (acr wire format)"),
-    ] = None
-    video_hashes: Annotated[
-        UploadFile | None,
-        File(
-            description="Frame hashes computed on the client (acr video wire format, "
-            "about 2.5 KB per second of picture): a smart TV's own frame buffer"
-        ),
-    ] = None
-    frames: Annotated[
-        list[UploadFile] | None,
-        File(
-            description=f"A handful of still frames (images), in time order; at most {MAX_FRAMES}"
-        ),
-    ] = None
-    frame_interval_s: Annotated[
-        float, Form(gt=0, le=10, description="Seconds between consecutive `frames`")
-    ] = DEFAULT_FRAME_INTERVAL_S
-    country: Annotated[
-        str | None, Form(pattern="^[A-Za-z]{2}$", description="ISO 3166-1 alpha-2")
-    ] = None
-    platform: Annotated[str | None, Form(min_length=1, max_length=32)] = None
-    max_campaigns: Annotated[int, Form(ge=0, le=10)] = DEFAULT_MAX_CAMPAIGNS
 
 
 @router.post(
@@ -196,7 +185,15 @@ async def match(
     services: ServicesDep,
     principal: RateLimitedViewerAppDep,
     response: Response,
-    form: Annotated[MatchForm, Form(media_type="multipart/form-data")],
+    viewer_id: ViewerIdForm,
+    sample: SampleFile = None,
+    fingerprints: FingerprintsFile = None,
+    video_hashes: VideoHashesFile = None,
+    frames: FramesFiles = None,
+    frame_interval_s: FrameIntervalForm = DEFAULT_FRAME_INTERVAL_S,
+    country: CountryForm = None,
+    platform: PlatformForm = None,
+    max_campaigns: MaxCampaignsForm = DEFAULT_MAX_CAMPAIGNS,
     idempotency_key: IdempotencyKey = None,
 ) -> dict[str, Any]:
     """Identify a sample and serve the campaigns attached to that content at that moment.
@@ -209,7 +206,22 @@ async def match(
     is refused with 409.
     """
     # One hop to a worker thread for all of it: reading the uploads, matching, the database.
-    work = partial(_match, services, principal, response, form, idempotency_key)
+    work = partial(
+        _match,
+        services,
+        principal,
+        response,
+        viewer_id=viewer_id,
+        sample=sample,
+        fingerprints=fingerprints,
+        video_hashes=video_hashes,
+        frames=frames,
+        frame_interval_s=frame_interval_s,
+        country=country,
+        platform=platform,
+        max_campaigns=max_campaigns,
+        idempotency_key=idempotency_key,
+    )
     return await services.match_lane.run(work)
 
 
@@ -217,31 +229,40 @@ def _match(
     services: Services,
     principal: Principal,
     response: Response,
-    form: MatchForm,
+    *,
+    viewer_id: str,
+    sample: UploadFile | None,
+    fingerprints: UploadFile | None,
+    video_hashes: UploadFile | None,
+    frames: list[UploadFile] | None,
+    frame_interval_s: float,
+    country: str | None,
+    platform: str | None,
+    max_campaigns: int,
     idempotency_key: str | None,
 ) -> dict[str, Any]:
     """All of a match request's blocking work, in the match lane."""
-    pictures = [p for p in (form.video_hashes, *(form.frames or [])) if p is not None]
-    if form.sample is not None and (form.fingerprints is not None or pictures):
+    pictures = [p for p in (video_hashes, *(frames or [])) if p is not None]
+    if sample is not None and (fingerprints is not None or pictures):
         raise _one_of("`sample` (media) comes alone, without client-side evidence")
-    if form.sample is None and form.fingerprints is None and not pictures:
+    if sample is None and fingerprints is None and not pictures:
         raise _one_of("send `sample` (media), or `fingerprints` and/or `video_hashes` or `frames`")
-    if form.video_hashes is not None and form.frames:
+    if video_hashes is not None and frames:
         raise _one_of("send `video_hashes` or `frames`, not both")
-    if form.frames and len(form.frames) > MAX_FRAMES:
+    if frames and len(frames) > MAX_FRAMES:
         raise Problem(413, "too_many_frames", f"at most {MAX_FRAMES} frames per request")
     settings = services.settings
     budget = _Budget(settings.max_sample_bytes)
     query = _Query(
-        media=budget.read(form.sample) if form.sample is not None else None,
-        fingerprints=budget.read(form.fingerprints) if form.fingerprints is not None else None,
-        video_hashes=budget.read(form.video_hashes) if form.video_hashes is not None else None,
-        frames=[budget.read(frame) for frame in form.frames or []],
-        frame_interval_s=form.frame_interval_s,
+        media=budget.read(sample) if sample is not None else None,
+        fingerprints=budget.read(fingerprints) if fingerprints is not None else None,
+        video_hashes=budget.read(video_hashes) if video_hashes is not None else None,
+        frames=[budget.read(frame) for frame in frames or []],
+        frame_interval_s=frame_interval_s,
     )
-    country = form.country.upper() if form.country else None
+    country = country.upper() if country else None
     request_hash = idempotency.request_fingerprint(
-        *query.identity(), form.viewer_id, country, form.platform, str(form.max_campaigns)
+        *query.identity(), viewer_id, country, platform, str(max_campaigns)
     )
     post = IdempotentPost(
         services.sessions, principal.key_id, idempotency_key, "/v1/match", request_hash
@@ -254,12 +275,12 @@ def _match(
                 services,
                 query,
                 viewer=Viewer(
-                    viewer_hash(services.viewer_secret, principal.app_id, form.viewer_id),
+                    viewer_hash(services.viewer_secret, principal.app_id, viewer_id),
                     principal.app_id,
                     country,
-                    form.platform,
+                    platform,
                 ),
-                max_campaigns=form.max_campaigns,
+                max_campaigns=max_campaigns,
                 post=post,
             )
     except BaseException:
