@@ -43,12 +43,22 @@ dropped for its quality —, a channel ident, a static scene shared by several
 contents) hits many cells and weighs little; a transition between two shots
 hits the few cells of either shot and does not add up to an alignment on its
 own.
+
+Two things are decided after the evidence. *Ties*: contents found on the same
+stretch of the sample with evidence less than one picture apart (the shots two
+near-duplicate adverts share) are ranked by how many of the sample's sampling
+slots each alignment explains, flat slots included: where the twins differ the
+sample often shows a fade, black or a smooth picture, which the true reference
+shows too. *Placement*: the offset comes from the hits near the chosen cell,
+unless another view of the sample fits the reference's framing clearly better
+at a cell of its own nearby (a zoom cropped by 5 % looks, through the halves,
+like a moment half a second earlier).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Final
 
@@ -135,6 +145,13 @@ screens and lower quality floor changed what evidence a sample brings."""
 CONFIDENCE_SLOPE: Final = 2.01
 """Significance per unit of log-odds of being right (fitted with the midpoint)."""
 
+TIED_EVIDENCE: Final = 1.0
+"""Contents are tied when they are found on the same stretch of the sample (first and last
+frame) with evidence less than one clearly matching picture apart, and are then ranked by
+how much of the sample they explain (see :func:`align_video`): the shots two
+near-duplicate adverts share are the same evidence in each, up to which of their frames
+the sampling happened to catch (24 fps: 11.28 against 11.05 for the same shot)."""
+
 DECISIVE_SIGNIFICANCE: Final = 10.0
 """Significance of the first look's best alignment (the whole picture and the halves,
 :data:`acr.signals.video.views.FIRST_LOOK`) at which the crop windows are not looked up
@@ -169,6 +186,12 @@ DECISIVE_SLACK_S: Final = 0.25
 DECISIVE_RIVALS: Final = 2
 """Alignments (the best and its strongest rival) that :func:`decisive` looks at."""
 
+PLACEMENT_BINS: Final = 4
+"""Offset bins (a second) either side of an alignment within which another view of the
+sample may place it (see :func:`_placing_hits`): the views of a 5 % crop of a zoom put it
+up to 1.1 s apart (the halves 0.52 s early, the overscan crops 0.36 s and the whole
+picture 0.58 s late)."""
+
 _SPREAD: Final = 1
 """A vote also counts on the bins this many sampling intervals either side."""
 
@@ -195,6 +218,11 @@ class VideoAlignment:
     """Median over the sample's frames of their closest hit near the alignment, in bits:
     a few bits for the same picture re-encoded or scaled, 30-60 for a cropped, inset or
     filmed one."""
+    explained: int = 0
+    """Sampling slots of the sample the alignment accounts for: a frame found on it, or a
+    slot where the reference is flat (no hash). A slot that falls outside the reference,
+    or where the reference shows a picture that the sample's frame is not found on
+    (or is flat), is not explained."""
 
 
 def picture_groups(
@@ -292,18 +320,23 @@ def align_video(
     query_views: NDArray[np.uint8],
     interval_s: float,
     total_cells: int,
+    sample_s: float,
+    reference_frames: Callable[[int], NDArray[np.float64]],
+    reference_s: Mapping[int, float],
     query_units: NDArray[np.int64] | None = None,
     top_k: int = 1,
     min_confidence: float = DEFAULT_MIN_CONFIDENCE,
 ) -> list[VideoAlignment]:
     """The best alignments of a sample (one per content), by decreasing evidence.
 
-    Contents with the same evidence (the shots near-duplicates share weigh the same in
-    each) are ranked by where the sample lies, then by how closely their frames match
-    (:attr:`VideoAlignment.distance`), not by the chance rates of their views, which
-    differ by little and by chance: an alignment that puts the sample's start before
-    the reference's (more than a sampling interval) leaves its first frames to
-    something else, while the other explains the same evidence from inside.
+    Contents *tied* (found on the same stretch of the sample, evidence within
+    :data:`TIED_EVIDENCE`: the shots two near-duplicates share are the same evidence
+    in each) are ranked by how much of the sample they explain
+    (:attr:`VideoAlignment.explained`), then by evidence, then by how closely their
+    frames match (:attr:`VideoAlignment.distance`). Where the near-duplicates differ
+    the sample often shows nothing to hash (a fade, black, a smooth picture), and the
+    flat frames are the difference: the true reference is flat there too, while its
+    sibling shows a picture, or lies before its own start.
 
     Parameters
     ----------
@@ -319,6 +352,12 @@ def align_video(
         Sampling interval, the width of an offset bin.
     total_cells : int
         Offset bins in the whole catalogue (its sampled frames), ``M`` above.
+    sample_s : float
+        Duration of the sample; its sampling slots without a hash are flat.
+    reference_frames : callable
+        Times of a reference's hashed (not flat) frames, sorted, by key.
+    reference_s : mapping of int to float
+        Duration of each reference, by key.
     query_units : ndarray of int64, shape (n,), optional
         Shot of each query hash (see :func:`shot_units`); by default every
         picture group is its own shot.
@@ -326,6 +365,7 @@ def align_video(
     if len(hits) == 0:
         return []
     times = query_times_s[hits.query]
+    frames = np.unique(query_times_s, return_inverse=True)[1].reshape(-1)[hits.query]
     offsets = hits.ref_times_s - times
     bins = np.round(offsets / interval_s).astype(np.int64)
     groups = query_groups[hits.query]
@@ -393,38 +433,75 @@ def align_video(
         cells, np.stack([hits.keys, bins], axis=1), weights=RADIUS + 1 - hits.distances
     )
     order = np.lexsort((candidates[:, 1], -closeness[at_cell], -exact[at_cell], -evidence))
+    rank_of = np.empty_like(order)
+    rank_of[order] = np.arange(order.size)
     found: list[VideoAlignment] = []
+    tied: list[bool] = []
+    best = -1  # the candidate of found[0]
     seen: set[int] = set()
     for index in order:
         strength = float(evidence[index])
-        # Contents tied on evidence with the last one kept are aligned too, to be ranked
+        # Contents tied with the best (see TIED_EVIDENCE) are aligned too, to be ranked
         # among themselves below: the shots near-duplicates share weigh the same in each.
-        if strength < MIN_EVIDENCE or (len(found) >= top_k and strength < found[-1].evidence):
+        tie = bool(found) and (
+            strength > found[0].evidence - TIED_EVIDENCE
+            and abs(start[index] - start[best]) < 0.5 * interval_s
+            and abs(span[index] - span[best]) < 0.5 * interval_s
+        )
+        if strength < MIN_EVIDENCE or (
+            len(found) >= top_k and strength <= found[0].evidence - TIED_EVIDENCE
+        ):
             break
         key = int(candidates[index, 0])
-        if key in seen or span[index] < MIN_SPAN * interval_s - 1e-6:
+        if (
+            key in seen
+            or span[index] < MIN_SPAN * interval_s - 1e-6
+            or (len(found) >= top_k and not tie)
+        ):
             continue
         seen.add(key)
         significance = _significance(strength, float(lam[candidates[index, 2]]), total_cells)
         confidence = _confidence(significance)
         if confidence < min_confidence:
             continue
-        found.append(
-            _alignment(
-                key,
-                int(candidates[index, 1]),
-                int(votes[index]),
-                strength,
-                significance,
-                confidence,
-                hits,
-                times,
-                offsets,
-                bins,
-                interval_s,
-            )
+        if not found:
+            best = index
+        bin_ = int(candidates[index, 1])
+        of_key = np.flatnonzero(hits.keys == key)
+        on_cell = _on_alignment(of_key, bin_, bins)
+        alignment = _alignment(
+            key,
+            bin_,
+            int(votes[index]),
+            strength,
+            significance,
+            confidence,
+            hits,
+            on_cell,
+            _placing_hits(
+                index, of_key, on_cell, candidates, evidence, rank_of, hits, bins, views, frames
+            ),
+            times,
+            frames,
+            offsets,
+            interval_s,
         )
-    found.sort(key=lambda a: (-a.evidence, a.offset_s < -interval_s, a.distance))
+        explained = _explained(
+            alignment.offset_s,
+            times[_on_alignment(of_key, round(alignment.offset_s / interval_s), bins)],
+            sample_s,
+            interval_s,
+            reference_frames(key),
+            reference_s.get(key, 0.0),
+        )
+        found.append(replace(alignment, explained=explained))
+        tied.append(tie or len(found) == 1)
+    # Tied contents by what they explain, then evidence and closeness; the rest by evidence.
+    ranks = [
+        (not t, -a.explained if t else 0, -a.evidence, a.distance)
+        for a, t in zip(found, tied, strict=True)
+    ]
+    found = [found[k] for k in sorted(range(len(found)), key=ranks.__getitem__)]
     return found[:top_k]
 
 
@@ -588,6 +665,107 @@ def _confidence(significance: float) -> float:
     return float(expit((significance - CONFIDENCE_MIDPOINT) / CONFIDENCE_SLOPE))
 
 
+def _on_alignment(
+    of_key: NDArray[np.int64], bin_: int, bins: NDArray[np.int64]
+) -> NDArray[np.int64]:
+    """The hits among `of_key` (a content's) within :data:`_SPREAD` bins of an alignment's bin."""
+    found: NDArray[np.int64] = of_key[np.abs(bins[of_key] - bin_) <= _SPREAD]
+    return found
+
+
+def _explained(
+    offset_s: float,
+    found_s: NDArray[np.float64],
+    sample_s: float,
+    interval_s: float,
+    reference_frames: NDArray[np.float64],
+    reference_s: float,
+) -> int:
+    """Sampling slots of the sample that an alignment explains (see
+    :attr:`VideoAlignment.explained`): `offset_s` is the alignment's, `found_s` the sample
+    times of the hits on it.
+
+    A slot (a multiple of the interval) inside the reference is explained when a
+    frame of the sample there is found on the alignment, or when the reference is
+    flat there (none of its hashed frames within half an interval): a flat sample
+    frame where the reference is flat too, or one the reference's higher quality floor
+    left out (:data:`acr.signals.video.MIN_QUALITY` against the sample's
+    :data:`acr.signals.video.QUERY_MIN_QUALITY`: a smooth picture raised by a
+    contrast change). A flat sample frame where the reference shows a picture, or a
+    picture not found on it, is not. Counted, never weighed: evidence still decides
+    between contents that are not tied.
+    """
+    slots = np.arange(max(1, round(sample_s / interval_s)))
+    half = 0.5 * interval_s
+    found = np.zeros(slots.size, dtype=bool)
+    found[np.clip(np.round(found_s / interval_s).astype(np.int64), 0, slots.size - 1)] = True
+    at = offset_s + slots * interval_s
+    inside = (at >= -half) & (at <= reference_s + half)
+    nearest = np.full(slots.size, np.inf)
+    if reference_frames.size:
+        after = np.clip(np.searchsorted(reference_frames, at), 0, reference_frames.size - 1)
+        before = np.clip(after - 1, 0, reference_frames.size - 1)
+        nearest = np.minimum(
+            np.abs(reference_frames[after] - at), np.abs(reference_frames[before] - at)
+        )
+    flat = nearest > half
+    return int(np.sum(inside & (found | flat)))
+
+
+def _median_closest(chosen: NDArray[np.int64], hits: VideoHits, frames: NDArray[np.int64]) -> float:
+    """Median over the sample's frames (`frames`: each hit's) of their closest hit among
+    `chosen`, in bits; infinite without hits."""
+    if chosen.size == 0:
+        return math.inf
+    closest = np.full(int(frames.max()) + 1, RADIUS + 1, dtype=np.int64)
+    np.minimum.at(closest, frames[chosen], hits.distances[chosen])
+    return float(np.median(closest[closest <= RADIUS]))
+
+
+def _placing_hits(
+    index: int,
+    of_key: NDArray[np.int64],
+    on_cell: NDArray[np.int64],
+    candidates: NDArray[np.int64],
+    evidence: NDArray[np.float64],
+    rank_of: NDArray[np.int64],
+    hits: VideoHits,
+    bins: NDArray[np.int64],
+    views: NDArray[np.int64],
+    frames: NDArray[np.int64],
+) -> NDArray[np.int64]:
+    """The hits that place the alignment of candidate `index` in time (`of_key`: the hits
+    on its content; `on_cell`: those near its cell).
+
+    Those near its cell, of every view, unless a view of the sample with evidence of
+    its own (:data:`MIN_EVIDENCE`) has its best cell on the same content within
+    :data:`PLACEMENT_BINS` and matches the reference clearly more closely there (the
+    median of each frame's closest hit, more than :data:`RIVAL_MARGIN` bits closer:
+    not about as close): then that view's hits near that cell. On a zoom or a
+    pan, a view that does not fit the reference's framing (a half of a cropped
+    picture) looks most like a moment before or after the true one; the view that
+    fits best places it best.
+    """
+    key, bin_ = int(candidates[index, 0]), int(candidates[index, 1])
+    placing, closest = on_cell, _median_closest(on_cell, hits, frames)
+    if closest <= RIVAL_MARGIN:  # no view can come clearly closer
+        return placing
+    near = np.flatnonzero(
+        (candidates[:, 0] == key)
+        & (np.abs(candidates[:, 1] - bin_) <= PLACEMENT_BINS)
+        & (evidence >= MIN_EVIDENCE)
+    )
+    for view in np.unique(candidates[near, 2]):
+        rows = near[candidates[near, 2] == view]
+        cell = int(rows[np.argmin(rank_of[rows])])
+        mine = _on_alignment(of_key, int(candidates[cell, 1]), bins)
+        mine = mine[views[mine] == view]
+        distance = _median_closest(mine, hits, frames)
+        if distance < closest - RIVAL_MARGIN:
+            placing, closest = mine, distance
+    return placing
+
+
 def _alignment(
     key: int,
     bin_: int,
@@ -596,25 +774,26 @@ def _alignment(
     significance: float,
     confidence: float,
     hits: VideoHits,
+    on_cell: NDArray[np.int64],
+    placing: NDArray[np.int64],
     times: NDArray[np.float64],
+    frames: NDArray[np.int64],
     offsets: NDArray[np.float64],
-    bins: NDArray[np.int64],
     interval_s: float,
 ) -> VideoAlignment:
-    """Refine the offset: the median over the sample's frames of their own estimate.
+    """An alignment from the hits on its cell (`on_cell`) and those that place it.
 
-    A frame's estimate is its closest hit on the alignment, moved between that
-    reference frame and its neighbours by the vertex of the parabola through
-    the three distances: reference frames are a sampling interval apart, the
-    sample's frames fall anywhere between them.
+    The offset is the median over the sample's frames of their own estimate: a frame's
+    closest hit among `placing` (see :func:`_placing_hits`), moved between that
+    reference frame and its neighbours by the vertex of the parabola through the three
+    distances: reference frames are a sampling interval apart, the sample's frames fall
+    anywhere between them.
     """
-    chosen = np.flatnonzero((hits.keys == key) & (np.abs(bins - bin_) <= _SPREAD))
-    frame_times = times[chosen]
-    estimates, closest = [], []
+    frame_times = times[placing]
+    estimates = []
     for t in np.unique(frame_times):
-        mine = chosen[frame_times == t]
+        mine = placing[frame_times == t]
         best = int(mine[np.argmin(hits.distances[mine])])
-        closest.append(float(hits.distances[best]))
         same = mine[hits.query[mine] == hits.query[best]]
         lag = (hits.ref_times_s[same] - hits.ref_times_s[best]) / interval_s
         before, after = same[np.abs(lag + 1) < 0.5], same[np.abs(lag - 1) < 0.5]
@@ -627,6 +806,7 @@ def _alignment(
                 shift = (low - high) / (2 * curvature)
                 estimate += float(np.clip(shift, -0.5, 0.5)) * interval_s
         estimates.append(estimate)
+    found = times[on_cell]
     return VideoAlignment(
         key=key,
         offset_s=float(np.median(estimates)) if estimates else bin_ * interval_s,
@@ -634,9 +814,9 @@ def _alignment(
         evidence=evidence,
         significance=significance,
         confidence=confidence,
-        first_s=float(frame_times.min()) if chosen.size else 0.0,
-        last_s=float(frame_times.max()) if chosen.size else 0.0,
-        distance=float(np.median(closest)) if closest else float(RADIUS),
+        first_s=float(found.min()) if found.size else 0.0,
+        last_s=float(found.max()) if found.size else 0.0,
+        distance=min(_median_closest(on_cell, hits, frames), float(RADIUS)),
     )
 
 

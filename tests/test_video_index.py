@@ -12,6 +12,8 @@ from scipy import ndimage
 
 from acr.errors import IndexStoreError, UnknownContentError
 from acr.index.video import VideoIndex
+from acr.index.video_lookup import VideoLookup
+from acr.index.video_segment import build_video_segment
 from acr.signals.video import REFERENCE_VIEWS, VideoHashes, hash_video
 from tests.video_clips import Frame, Programme, encode, render
 
@@ -273,3 +275,21 @@ def test_store_lifecycle(tmp_path: Path, catalogue: Catalogue) -> None:
         best = reopened.match(query, min_confidence=0.5).best
         assert best is not None and best.content_id == "a"
         assert best.offset_s == pytest.approx(4.0, abs=0.25)
+
+
+def test_the_lookup_knows_which_reference_frames_are_not_flat() -> None:
+    """The frames a reference has hashes for; a flat frame (a fade, black) has none."""
+    rng = np.random.default_rng(3)
+    times = np.array([0.0, 0.0, 0.25, 1.0, 1.25])  # two views at 0; 0.5 and 0.75 were flat
+    hashes = VideoHashes(
+        hashes=rng.integers(0, 256, (5, 32), dtype=np.uint8),
+        times_s=times,
+        quality=np.full(5, 80, dtype=np.uint8),
+        duration_s=1.5,
+        views=np.array([0, 16, 0, 0, 0], dtype=np.uint8),
+    )
+    lookup = VideoLookup()
+    lookup.add_segment(build_video_segment([(7, hashes)]))
+    assert lookup.frames(7).tolist() == [0.0, 0.25, 1.0, 1.25]
+    lookup.remove_key(7)
+    assert lookup.frames(7).size == 0

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
+from numpy.typing import NDArray
 
 from acr.index.video_lookup import VideoHits
 from acr.signals.video.views import HALVES
@@ -13,6 +16,7 @@ from acr.video_matching import (
     DECISIVE_RIVAL_RATIO,
     DECISIVE_SIGNIFICANCE,
     DEFAULT_MIN_CONFIDENCE,
+    TIED_EVIDENCE,
     WITHIN_SHOT,
     VideoAlignment,
     align_video,
@@ -50,9 +54,17 @@ def _align(
         query_views=np.full(times.size, view, dtype=np.uint8),
         interval_s=INTERVAL,
         total_cells=CELLS,
+        sample_s=float(times.max()) + INTERVAL,
+        reference_frames=_frames_of(hits),
+        reference_s=dict.fromkeys(contents, 60.0),
         query_units=None if units is None else np.asarray(units, dtype=np.int64),
         min_confidence=min_confidence,
     )
+
+
+def _frames_of(hits: VideoHits) -> Callable[[int], NDArray[np.float64]]:
+    """A reference's hashed frames: those the hits show (it is flat elsewhere)."""
+    return lambda key: np.unique(hits.ref_times_s[hits.keys == key])
 
 
 def _align_hits(
@@ -61,22 +73,30 @@ def _align_hits(
     rows: list[tuple[int, int, float, int]],
     *,
     top_k: int = 1,
+    sample_s: float | None = None,
+    frames: dict[int, list[float]] | None = None,
 ) -> list[VideoAlignment]:
     """Align explicit hits ``(query hash, content, reference time, distance)``; hash ``i``
-    is a picture of its own at ``frame_times[i]`` in view ``frame_views[i]``."""
+    is a picture of its own at ``frame_times[i]`` in view ``frame_views[i]``. References
+    last 60 s and show pictures where the hits are, or at `frames` (by content)."""
     query, keys, ref_times, distances = (np.asarray(column) for column in zip(*rows, strict=True))
+    hits = VideoHits(
+        query=query.astype(np.int64),
+        keys=keys.astype(np.int64),
+        ref_times_s=ref_times.astype(np.float64),
+        distances=distances.astype(np.int64),
+    )
+    shown = _frames_of(hits)
     return align_video(
-        VideoHits(
-            query=query.astype(np.int64),
-            keys=keys.astype(np.int64),
-            ref_times_s=ref_times.astype(np.float64),
-            distances=distances.astype(np.int64),
-        ),
+        hits,
         query_times_s=np.asarray(frame_times),
         query_groups=np.arange(len(frame_times), dtype=np.int64),
         query_views=np.asarray(frame_views, dtype=np.uint8),
         interval_s=INTERVAL,
         total_cells=CELLS,
+        sample_s=max(frame_times) + INTERVAL if sample_s is None else sample_s,
+        reference_frames=lambda key: np.union1d(shown(key), (frames or {}).get(key, [])),
+        reference_s=dict.fromkeys(np.unique(keys).tolist(), 60.0),
         top_k=top_k,
         min_confidence=0.0,
     )
@@ -109,6 +129,32 @@ def test_a_tie_goes_to_the_alignment_that_keeps_the_sample_inside_its_reference(
     found = _align_hits(times, [0] * 4, rows, top_k=2)
     assert [a.key for a in found] == [2, 1]
     assert found[1].offset_s == pytest.approx(-0.75)
+    assert found[0].explained == 11 and found[1].explained == 8
+
+
+def test_tied_contents_go_to_the_one_that_is_flat_where_the_sample_is() -> None:
+    """Near-duplicates share a shot; the sample opens on a fade. Content 1 fades too, content 2
+    shows another picture there: the flat frames tell them apart, not the evidence."""
+    times = [1.0, 1.5, 2.0, 2.5, 3.0]
+    rows = [
+        (i, key, t + 10.0, 20 if key == 2 else 24) for i, t in enumerate(times) for key in (1, 2)
+    ]
+    other = [10.0, 10.25, 10.5, 10.75]  # content 2's own shot before the shared one
+    found = _align_hits(times, [0] * 5, rows, top_k=2, frames={2: other})
+    assert found[0].evidence == found[1].evidence and found[1].distance < found[0].distance
+    assert [a.key for a in found] == [1, 2]
+    assert [a.explained for a in found] == [13, 9]
+
+
+def test_evidence_beyond_a_tie_outweighs_the_flat_frames() -> None:
+    """Ranked by what they explain only when tied: one more clear picture decides."""
+    times = [1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0]
+    rows = [(i, 1, t + 10.0, 20) for i, t in enumerate(times[:5])]
+    rows += [(i, 2, t + 20.0, 20) for i, t in enumerate(times)]
+    found = _align_hits(times, [0] * 7, rows, top_k=2, frames={2: [20.0, 20.25, 20.5, 20.75]})
+    assert found[0].evidence - found[1].evidence >= TIED_EVIDENCE
+    assert found[0].explained < found[1].explained
+    assert [a.key for a in found] == [2, 1]
 
 
 def test_a_half_is_corroborated_only_by_a_view_with_evidence_of_its_own() -> None:

@@ -421,6 +421,7 @@ class VideoIndex:
         evidence = evidence_views(views)
         interval = 1.0 / self.signal.fps
         total_cells = max(1, round(sum(r.duration_s for r in self._records.values()) / interval))
+        durations = {key: record.duration_s for key, record in self._records.items()}
         align = partial(
             align_video,
             query_times_s=times,
@@ -428,6 +429,9 @@ class VideoIndex:
             query_views=evidence,
             interval_s=interval,
             total_cells=total_cells,
+            sample_s=hashes.duration_s,
+            reference_frames=self._lookup.frames,
+            reference_s=durations,
             query_units=shot_units(query_hashes, frames, views),
         )
         # A cascade: the whole picture and the halves first (5 of the 20 reference indexes);
@@ -435,7 +439,6 @@ class VideoIndex:
         # open (``decisive``).
         hits = self._lookup.search(query_hashes, views, within=FIRST_LOOK)
         ranked = align(hits, top_k=max(DECISIVE_RIVALS, top_k), min_confidence=0.0)
-        durations = {key: record.duration_s for key, record in self._records.items()}
         if decisive(ranked, hashes.duration_s, durations):
             ranked = [a for a in ranked[: max(1, top_k)] if a.confidence >= min_confidence]
         else:

@@ -73,6 +73,7 @@ class VideoLookup:
         self._times_s = np.zeros(0, dtype=np.float64)
         self._live = np.zeros(0, dtype=bool)
         self._ranges: dict[int, list[tuple[int, int]]] = {}
+        self._frames: dict[int, NDArray[np.float64]] = {}
 
     def add_segment(self, segment: VideoSegment) -> None:
         """Make a segment's hashes searchable."""
@@ -87,6 +88,12 @@ class VideoLookup:
         self._live = np.concatenate([self._live, np.ones(segment.times_ms.size, dtype=bool)])
         for key, start, end in zip(segment.keys, segment.starts, segment.ends, strict=True):
             self._ranges.setdefault(int(key), []).append((base + int(start), base + int(end)))
+            times = np.unique(segment.times_ms[start:end]) / 1000.0
+            self._frames[int(key)] = np.union1d(self._frames.get(int(key), times), times)
+
+    def frames(self, key: int) -> NDArray[np.float64]:
+        """Times of a content's hashed frames, sorted: its sampled frames that are not flat."""
+        return self._frames.get(key, np.zeros(0, dtype=np.float64))
 
     def keys(self) -> set[int]:
         """Content keys with searchable hashes."""
@@ -99,6 +106,7 @@ class VideoLookup:
         """Stop returning a content's hashes (a tombstone until compaction)."""
         for start, end in self._ranges.pop(key, []):
             self._live[start:end] = False
+        self._frames.pop(key, None)
 
     def search(
         self,
