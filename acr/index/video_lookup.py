@@ -89,7 +89,8 @@ class VideoLookup:
         for key, start, end in zip(segment.keys, segment.starts, segment.ends, strict=True):
             self._ranges.setdefault(int(key), []).append((base + int(start), base + int(end)))
             times = np.unique(segment.times_ms[start:end]) / 1000.0
-            self._frames[int(key)] = np.union1d(self._frames.get(int(key), times), times)
+            held = self._frames.get(int(key))
+            self._frames[int(key)] = times if held is None else np.union1d(held, times)
 
     def frames(self, key: int) -> NDArray[np.float64]:
         """Times of a content's hashed frames, sorted: its sampled frames that are not flat."""
