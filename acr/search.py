@@ -25,7 +25,7 @@ concatenates the hits of its shards gets the single-node answer.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -105,7 +105,8 @@ measures what it costs and saves from 10 to 10,000 hours."""
 
 
 class Lookup(Protocol):
-    """What the search needs of an index: hits for codes, within a budget of hits."""
+    """What the search needs of an index: hits for codes, within a budget of hits, and
+    every hit of a few contents (``search_keys``), whatever the index's size."""
 
     def search(
         self,
@@ -114,6 +115,15 @@ class Lookup(Protocol):
         *,
         max_flips: int = ...,
         max_hits: int | None = ...,
+    ) -> Hits: ...
+
+    def search_keys(
+        self,
+        codes: NDArray[np.uint32],
+        frames: NDArray[np.uint32],
+        keys: Collection[int],
+        *,
+        max_flips: int = ...,
     ) -> Hits: ...
 
 
@@ -177,6 +187,11 @@ class Query:
         codes, frames = warp_codes(self.fingerprints.codes, self.fingerprints.frames, warp)
         budget = None if self.max_hits is None else self.max_hits // share
         return self.lookup.search(codes, frames, max_flips=0 if exact else 1, max_hits=budget)
+
+    def hits_of(self, key: int, warp: Warp) -> Hits:
+        """Every exact code match of the reference ``key`` under ``warp`` (no budget)."""
+        codes, frames = warp_codes(self.fingerprints.codes, self.fingerprints.frames, warp)
+        return self.lookup.search_keys(codes, frames, [key], max_flips=0)
 
     def align(
         self, warp: Warp, hits: Hits, *, top_k: int, min_confidence: float
@@ -332,9 +347,11 @@ def _measured_pitch(alignment: Alignment, query: Query, *, exact: Hits | None = 
     The codes are warped to the alignment's tempo and shifted by whole bands
     around the pitch it was found at; the count of exact hits on its line
     peaks at the true shift, located between bands by a parabola through the
-    peak and its neighbours. ``exact`` are the sample's exact-code hits as it
-    is, if the search has them: an untilted alignment's unshifted count is
-    read from them instead of looked up again (most answers).
+    peak and its neighbours. Each count reads the alignment's reference only
+    (:meth:`Lookup.search_keys`): a few binary searches a code, however large
+    the index. ``exact`` are the sample's exact-code hits as it is, if the
+    search has them: an untilted alignment's unshifted count is read from them
+    when the budget let that lookup read every probe (most answers).
     """
     start = round(math.log2(alignment.pitch) * F1_BANDS_PER_OCTAVE)
     counts: dict[int, int] = {}
@@ -344,14 +361,13 @@ def _measured_pitch(alignment: Alignment, query: Query, *, exact: Hits | None = 
         residual = hits.ref_frames[mine] - hits.query_frames[mine] - alignment.offset_frames
         return int(np.count_nonzero(np.abs(residual) <= INLIER_FRAMES))
 
-    if exact is not None and alignment.scale == 1.0:
+    if exact is not None and exact.complete and alignment.scale == 1.0:
         counts[0] = on_line(exact)
 
     def count(bands: int) -> int:
         if bands not in counts:
-            counts[bands] = on_line(
-                query.hits(Warp(tempo=alignment.scale, pitch_bands=bands), exact=True)
-            )
+            warp = Warp(tempo=alignment.scale, pitch_bands=bands)
+            counts[bands] = on_line(query.hits_of(alignment.key, warp))
         return counts[bands]
 
     peak = max(range(start - PITCH_SEARCH_BANDS, start + PITCH_SEARCH_BANDS + 1), key=count)

@@ -36,7 +36,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -264,6 +264,19 @@ class CountingLookup:
     ) -> Hits:
         """The wrapped lookup's hits, counted."""
         found = self.lookup.search(codes, frames, max_flips=max_flips, max_hits=max_hits)
+        self.hits += int(found.keys.size)
+        return found
+
+    def search_keys(
+        self,
+        codes: NDArray[np.uint32],
+        frames: NDArray[np.uint32],
+        keys: Collection[int],
+        *,
+        max_flips: int = 1,
+    ) -> Hits:
+        """The wrapped lookup's hits of ``keys``, counted."""
+        found = self.lookup.search_keys(codes, frames, keys, max_flips=max_flips)
         self.hits += int(found.keys.size)
         return found
 

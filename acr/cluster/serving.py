@@ -26,6 +26,7 @@ import itertools
 import os
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,19 @@ class ShardReplica:
         )
         return _narrow(hits)
 
+    def search_keys(
+        self,
+        snapshot: list[Any],
+        generation: int,
+        codes: NDArray[np.uint32],
+        frames: NDArray[np.uint32],
+        keys: list[int],
+        max_flips: int,
+    ) -> Hits:
+        """The shard's hits of the contents ``keys`` (those it holds), in a snapshot."""
+        lookup = self._lookup(snapshot, generation)
+        return _narrow(lookup.search_keys(codes, frames, keys, max_flips=max_flips))
+
 
 @dataclass
 class ShardedLookup:
@@ -201,16 +215,18 @@ class ShardedLookup:
             if int(lengths.sum()) <= max_hits:
                 # Every probe fits: the shards read them all, and need no lengths sent.
                 lengths, max_hits = None, None
-        parts: list[Hits] = self.fan_out("search", codes, frames, max_flips, max_hits, lengths)
-        if not parts:
-            empty = np.zeros(0, dtype=np.int64)
-            return Hits(empty, empty, empty)
-        return Hits(
-            query_frames=np.concatenate([p.query_frames for p in parts]).astype(np.int64),
-            keys=np.concatenate([p.keys for p in parts]).astype(np.int64),
-            ref_frames=np.concatenate([p.ref_frames for p in parts]).astype(np.int64),
-            complete=all(p.complete for p in parts),
-        )
+        return _concatenated(self.fan_out("search", codes, frames, max_flips, max_hits, lengths))
+
+    def search_keys(
+        self,
+        codes: NDArray[np.uint32],
+        frames: NDArray[np.uint32],
+        keys: Collection[int],
+        *,
+        max_flips: int = BIT_FLIPS,
+    ) -> Hits:
+        """Every hit of the contents ``keys``, from the shards that hold them."""
+        return _concatenated(self.fan_out("search_keys", codes, frames, list(keys), max_flips))
 
     def fan_out(self, method: str, *args: Any) -> list[Any]:
         """Call ``method`` on one replica of every shard, the next replica when one fails.
@@ -239,6 +255,19 @@ class ShardedLookup:
             else:
                 self.missing.add(shard)
         return answers
+
+
+def _concatenated(parts: list[Hits]) -> Hits:
+    """The shards' hits, shard after shard."""
+    if not parts:
+        empty = np.zeros(0, dtype=np.int64)
+        return Hits(empty, empty, empty)
+    return Hits(
+        query_frames=np.concatenate([p.query_frames for p in parts]).astype(np.int64),
+        keys=np.concatenate([p.keys for p in parts]).astype(np.int64),
+        ref_frames=np.concatenate([p.ref_frames for p in parts]).astype(np.int64),
+        complete=all(p.complete for p in parts),
+    )
 
 
 @dataclass(frozen=True)
