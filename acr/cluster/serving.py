@@ -36,7 +36,7 @@ from numpy.typing import NDArray
 from ray.exceptions import GetTimeoutError, RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from acr.cluster.shards import ShardStore, Snapshot, read_snapshot
+from acr.cluster.shards import ShardStore, Snapshot, read_snapshot, shard_of
 from acr.index.lookup import BIT_FLIPS, probes_of
 from acr.index.store import match_result
 from acr.kernels import compile_kernels
@@ -142,6 +142,20 @@ class ShardReplica:
         )
         return _narrow(hits)
 
+    def search_contents(
+        self,
+        snapshot: list[Any],
+        generation: int,
+        codes: NDArray[np.uint32],
+        frames: NDArray[np.uint32],
+        keys: NDArray[np.int64],
+        max_flips: int,
+    ) -> Hits:
+        """The shard's unbudgeted hits of the contents ``keys`` (those it holds), narrowed."""
+        lookup = self._lookup(snapshot, generation)
+        hits: Hits = lookup.search_contents(codes, frames, keys, max_flips=max_flips)
+        return _narrow(hits)
+
 
 @dataclass
 class ShardedLookup:
@@ -188,12 +202,13 @@ class ShardedLookup:
         *,
         max_flips: int = BIT_FLIPS,
         max_hits: int | None = None,
+        sample_hits: int | None = None,
     ) -> Hits:
         """Every live posting of every shard within ``max_flips`` bits of a query code.
 
         With ``max_hits``, every shard is given the whole index's probe
         lengths (from :attr:`counts`), so that it reads the probes a single
-        node would.
+        node would (up to ``sample_hits`` over budget, as a single node).
         """
         lengths = None
         if max_hits is not None:
@@ -201,19 +216,33 @@ class ShardedLookup:
             if int(lengths.sum()) <= max_hits:
                 # Every probe fits: the shards read them all, and need no lengths sent.
                 lengths, max_hits = None, None
+            elif sample_hits is not None:
+                max_hits = sample_hits
         parts: list[Hits] = self.fan_out("search", codes, frames, max_flips, max_hits, lengths)
-        if not parts:
-            empty = np.zeros(0, dtype=np.int64)
-            return Hits(empty, empty, empty)
-        return Hits(
-            query_frames=np.concatenate([p.query_frames for p in parts]).astype(np.int64),
-            keys=np.concatenate([p.keys for p in parts]).astype(np.int64),
-            ref_frames=np.concatenate([p.ref_frames for p in parts]).astype(np.int64),
-            complete=all(p.complete for p in parts),
-        )
+        return _concatenated(parts)
 
-    def fan_out(self, method: str, *args: Any) -> list[Any]:
-        """Call ``method`` on one replica of every shard, the next replica when one fails.
+    def search_contents(
+        self,
+        codes: NDArray[np.uint32],
+        frames: NDArray[np.uint32],
+        keys: NDArray[np.int64],
+        *,
+        max_flips: int = BIT_FLIPS,
+    ) -> Hits:
+        """The unbudgeted hits of the contents ``keys``, from the shards that hold them.
+
+        A content's postings all sit in one shard (``key mod shards``), so only
+        those shards are asked.
+        """
+        keys = np.asarray(keys, dtype=np.int64)
+        shards = np.unique(shard_of(keys, len(self.replicas))).tolist()
+        parts: list[Hits] = self.fan_out(
+            "search_contents", codes, frames, keys, max_flips, shards=shards
+        )
+        return _concatenated(parts)
+
+    def fan_out(self, method: str, *args: Any, shards: list[int] | None = None) -> list[Any]:
+        """Call ``method`` on one replica of every shard (or of ``shards``), the next on failure.
 
         Returns the answers of the shards that answered; the others are added
         to :attr:`missing`.
@@ -225,7 +254,9 @@ class ShardedLookup:
             request = getattr(group[which], method).remote(self.snapshot, self.generation, *args)
             return which, request
 
-        asked = {shard: ask(shard, 0) for shard in range(len(self.replicas))}
+        if shards is None:
+            shards = list(range(len(self.replicas)))
+        asked = {shard: ask(shard, 0) for shard in shards}
         answers: list[Any] = []
         for shard, (which, request) in asked.items():
             for attempt in range(len(self.replicas[shard])):
@@ -466,6 +497,19 @@ class ShardedIndex:
         for group in self.replicas:
             for replica in group:
                 ray.kill(replica, no_restart=True)
+
+
+def _concatenated(parts: list[Hits]) -> Hits:
+    """The shards' hits as one (every content's hits come from one shard)."""
+    if not parts:
+        empty = np.zeros(0, dtype=np.int64)
+        return Hits(empty, empty, empty)
+    return Hits(
+        query_frames=np.concatenate([p.query_frames for p in parts]).astype(np.int64),
+        keys=np.concatenate([p.keys for p in parts]).astype(np.int64),
+        ref_frames=np.concatenate([p.ref_frames for p in parts]).astype(np.int64),
+        complete=all(p.complete for p in parts),
+    )
 
 
 def _narrow(hits: Hits) -> Hits:

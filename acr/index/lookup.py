@@ -17,6 +17,11 @@ exact code first and then bit 22 down to bit 0 flipped (FAISS also flips bit
 segment in the segment's order (``tests/test_scale.py`` checks it against
 FAISS). See ``docs/index-choice.md`` and ``docs/scale.md``.
 
+A look too large to read whole is answered by nomination and verification
+(:class:`acr.search.Query`): :meth:`CodeLookup.search` reads a sample of its
+rarest probes, and :meth:`CodeLookup.search_contents` reads every posting of a
+few contents under every probe, by binary search within each probe's range.
+
 The probing and the decoding of postings are compiled with Numba: they are a
 loop over tens of thousands of probes per query whose every step depends on
 the last, which NumPy can only express as several passes over temporary
@@ -130,6 +135,7 @@ class CodeLookup:
         *,
         max_flips: int = BIT_FLIPS,
         max_hits: int | None = None,
+        sample_hits: int | None = None,
         lengths: NDArray[np.int64] | None = None,
     ) -> Hits:
         """Every live posting whose code is within ``max_flips`` bits (at most one) of a query code.
@@ -138,8 +144,10 @@ class CodeLookup:
         24, a twentieth of the hits, for a cheap first look.
 
         With ``max_hits``, a query whose probes hold more postings than that
-        reads only its rarest probes (:func:`rarest_probes`); ``lengths`` are
-        the probe lengths to choose by when this lookup is one shard of an
+        reads only its rarest probes (:func:`rarest_probes`), up to
+        ``sample_hits`` postings if given (a sample to nominate contents
+        from, :meth:`search_contents`), else up to ``max_hits``; ``lengths``
+        are the probe lengths to choose by when this lookup is one shard of an
         index (the whole index's, from its summed :meth:`code_counts`), else
         its own.
         """
@@ -156,6 +164,8 @@ class CodeLookup:
         if max_hits is not None:
             if lengths is None:
                 lengths = np.sum([end - start for start, end in spans], axis=0)
+            if int(lengths.sum()) > max_hits and sample_hits is not None:
+                max_hits = sample_hits
             kept = rarest_probes(lengths, max_hits, per_code=per_code)
             complete = bool(kept.all())
             spans = [(start, np.where(kept, end, start)) for start, end in spans]
@@ -184,6 +194,74 @@ class CodeLookup:
             live = ~np.isin(keys, np.fromiter(self._removed, dtype=np.int64))
             return Hits(query_frames[live], keys[live], ref_frames[live], complete)
         return Hits(query_frames, keys, ref_frames, complete)
+
+    def search_contents(
+        self,
+        codes: NDArray[np.uint32],
+        frames: NDArray[np.uint32],
+        keys: NDArray[np.int64],
+        *,
+        max_flips: int = BIT_FLIPS,
+    ) -> Hits:
+        """The hits of :meth:`search` without a budget, of the contents ``keys`` only.
+
+        Within a probe's range a table's postings are in timeline order by
+        content (the contents' postings are laid end to end), so one content's
+        postings under a probe are a sub-range that two binary searches find,
+        whatever the other contents hold: the cost is the probes times the
+        contents asked for, not the postings under the probes. Only tables
+        holding one of ``keys`` are probed. The hits are those of an
+        unbudgeted :meth:`search` whose key is in ``keys``, in the same order.
+        """
+        probes = probes_of(codes, max_flips)
+        per_code = probes.size // max(1, codes.size)
+        wanted = np.setdiff1d(
+            np.asarray(keys, dtype=np.int64), np.fromiter(self._removed, dtype=np.int64)
+        )
+        spans = []
+        for table, directory in zip(self._tables, self._directories, strict=True):
+            held = np.flatnonzero(np.isin(table.keys, wanted))
+            if held.size == 0 or codes.size == 0:
+                continue
+            starts, ends = _ranges(table, directory, probes)
+            bases = np.asarray(table.bases)
+            lows = bases[held]
+            following = np.append(bases, np.iinfo(np.int64).max)
+            highs = following[held + 1]
+            sub_starts = np.empty((probes.size, held.size), dtype=np.int64)
+            sub_ends = np.empty((probes.size, held.size), dtype=np.int64)
+            _content_ranges(
+                starts, ends, np.asarray(table.postings), lows, highs, sub_starts, sub_ends
+            )
+            spans.append((table, sub_starts, sub_ends))
+        if not spans:
+            empty = np.zeros(0, dtype=np.int64)
+            return Hits(empty, empty, empty)
+        # As :meth:`search`: probe by probe, within a probe table by table,
+        # within a table in timeline order (the contents' order).
+        lengths = [(end - start) for _, start, end in spans]
+        per_table = np.stack([length.sum(axis=1) for length in lengths], axis=1)
+        firsts = (np.cumsum(per_table.ravel()) - per_table.ravel()).reshape(per_table.shape)
+        total = int(per_table.sum())
+        query_frames = np.empty(total, dtype=np.int64)
+        found_keys = np.empty(total, dtype=np.int64)
+        ref_frames = np.empty(total, dtype=np.int64)
+        probe_frames = np.repeat(frames.astype(np.int64), per_code)
+        for column, ((table, start, end), length) in enumerate(zip(spans, lengths, strict=True)):
+            within = np.cumsum(length, axis=1) - length
+            _decode_into(
+                start.ravel(),
+                end.ravel(),
+                (firsts[:, column, None] + within).ravel(),
+                np.repeat(probe_frames, start.shape[1]),
+                np.asarray(table.postings),
+                np.asarray(table.bases),
+                np.asarray(table.keys),
+                query_frames,
+                found_keys,
+                ref_frames,
+            )
+        return Hits(query_frames, found_keys, ref_frames)
 
 
 def rarest_probes(lengths: NDArray[np.int64], max_hits: int, *, per_code: int) -> NDArray[np.bool_]:
@@ -293,6 +371,42 @@ def _sparse_ranges(
         if low < codes.size and codes[low] == probe:
             starts[i] = offsets[low]
             ends[i] = offsets[low + 1]
+
+
+@numba.njit(cache=True, nogil=True)
+def _content_ranges(
+    starts: NDArray[np.int64],
+    ends: NDArray[np.int64],
+    postings: NDArray[np.unsignedinteger],
+    lows: NDArray[np.int64],
+    highs: NDArray[np.int64],
+    sub_starts: NDArray[np.int64],
+    sub_ends: NDArray[np.int64],
+) -> None:
+    """Where each content's postings lie within each probe's range.
+
+    Content ``c`` owns the timeline positions ``[lows[c], highs[c])``; a
+    range's postings of earlier contents come before it and of later ones
+    after it, so the first position not below ``lows[c]`` and the first not
+    below ``highs[c]`` bound its postings (binary searches). Writes
+    ``sub_starts[probe, c]`` and ``sub_ends[probe, c]``.
+    """
+    for i in range(starts.size):
+        for c in range(lows.size):
+            sub_starts[i, c] = _first_not_below(postings, starts[i], ends[i], lows[c])
+            sub_ends[i, c] = _first_not_below(postings, sub_starts[i, c], ends[i], highs[c])
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _first_not_below(postings: NDArray[np.unsignedinteger], low: int, high: int, bound: int) -> int:
+    """The first place in ``postings[low:high]`` whose position is not below ``bound``."""
+    while low < high:
+        middle = (low + high) >> 1
+        if np.int64(postings[middle]) < bound:
+            low = middle + 1
+        else:
+            high = middle
+    return low
 
 
 @numba.njit(cache=True, nogil=True)
