@@ -24,5 +24,5 @@ def compile_kernels() -> None:
     lookup = CodeLookup()
     lookup.add_segment(build_segment("audio", 0.0, [(1, codes, frames)]))
     hits = lookup.search(codes, frames)
-    lookup.search_keys(codes, frames, [1])
+    lookup.search_contents(codes, frames, np.array([1], dtype=np.int64))
     align(hits, query_frames=64, ref_frames=lambda _: 64, n_references=1, min_confidence=0.0)

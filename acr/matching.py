@@ -36,6 +36,9 @@ MIN_INLIERS = 5
 MIN_SEGMENT_FRAMES = 62
 """A stretch shorter than this (about 1 s) is not searched for another reference."""
 
+NOMINATION_CELLS = 4
+"""Strongest bins looked at per content nominated (:func:`nominate`)."""
+
 CONFIDENCE_MIDPOINT = 9.29
 """Evidence at which confidence is 0.5."""
 CONFIDENCE_SLOPE = 16.23
@@ -219,6 +222,23 @@ def best_vote(hits: Hits) -> int:
         return 0
     _, votes = _top_cells(_sorted_cells(hits)[0], 1)
     return int(votes[0])
+
+
+def nominate(hits: Hits, count: int) -> NDArray[np.int64]:
+    """The ``count`` contents owning the strongest coarse (key, offset) bins, strongest first.
+
+    A cheap vote over a sample of a query's hits (say, its rarest probes)
+    names the contents worth reading in full
+    (:meth:`acr.index.lookup.CodeLookup.search_contents`).
+    """
+    if hits.keys.size == 0 or count < 1:
+        return np.zeros(0, dtype=np.int64)
+    cells, span, _ = _sorted_cells(hits)
+    # A content may own several strong bins (music repeats itself).
+    best, votes = _top_cells(cells, NOMINATION_CELLS * count)
+    keys = best[votes > 0] // span
+    _, first = np.unique(keys, return_index=True)
+    return keys[np.sort(first)][:count]
 
 
 def _sorted_cells(hits: Hits) -> tuple[NDArray[np.int64], int, int]:

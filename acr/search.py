@@ -25,8 +25,8 @@ concatenates the hits of its shards gets the single-node answer.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -42,6 +42,7 @@ from acr.matching import (
     best_vote,
     candidate_alignments,
     confidence_from_evidence,
+    nominate,
     segment_alignments,
 )
 from acr.signals.audio.codes import F1_BANDS_PER_OCTAVE
@@ -90,23 +91,46 @@ moved 13 answers to a repeat; in the 9 of them re-examined, the rival had 0.64
 to 1.0 of the chosen line's evidence. Half leaves a margin below that."""
 PITCH_SEARCH_BANDS = 1
 """Band steps tried either side when measuring a match's pitch."""
-HIT_BUDGET = 1 << 21
-"""Most postings one lookup reads; beyond it, only the query's rarest probes.
+HIT_BUDGET = 1 << 19
+"""Most postings one lookup reads whole; a look whose probes hold more is
+answered by nomination and verification (see :class:`Query`).
 
 A code's postings grow with the indexed hours, so a query's hits (and the
 time to vote over them) would grow linearly with the catalogue: about 1,500
 exact hits per indexed hour for a 5 s sample, ten times that with the
-one-bit neighbours. Reading the rarest probes up to a fixed budget
-(:func:`acr.index.lookup.rarest_probes`) bounds the work of a lookup — a
-match is then never more than a few budgets' worth of hits, however large the
-index — at the price of the true hits that the unread probes held. The
-benchmark catalogue (1.8 h) never reaches it; ``python -m benchmarks.scale``
-measures what it costs and saves from 10 to 10,000 hours."""
+one-bit neighbours. Over the budget, a look reads a sample of its rarest
+probes (:func:`acr.index.lookup.rarest_probes`), nominates a few contents
+from it and reads every posting those contents hold under its probes: the
+work no longer grows with the catalogue, and a nominated reference is
+aligned exactly as without a budget. Reading a look whole is cheaper than
+nominating up to a few hundred thousand hits; the benchmark catalogue
+(1.8 h) stays below (its largest look, a 10 s clip's codes with their
+neighbours, holds about 200,000 postings), so its answers are unchanged.
+``python -m benchmarks.scale`` measures the rest from 10 to 10,000 hours."""
+NOMINATION_HITS = 1 << 16
+"""Postings read, rarest probes first, to nominate contents when a look is over budget."""
+NOMINEES = 4
+"""Contents nominated by a look over budget, then read in full."""
+SCREEN_BUDGET = 1 << 21
+"""Postings the warp screen's exact looks share: each reads whole within its share.
+
+Larger than :data:`HIT_BUDGET`, as it was before there were nominations:
+the benchmark catalogue's screens stay whole (its largest, a 10 s clip's
+exact codes under a warp, holds about 23,000 postings, below a 29th of it)."""
+SCREEN_HITS = 1 << 18
+"""Postings the warp screen's exact looks read together when they are over their share
+of :data:`SCREEN_BUDGET` (the rarest probes of each)."""
 
 
 class Lookup(Protocol):
-    """What the search needs of an index: hits for codes, within a budget of hits, and
-    every hit of a few contents (``search_keys``), whatever the index's size."""
+    """What the search needs of an index: hits for codes, within a budget of hits.
+
+    ``search`` reads, when the probes of ``codes`` hold more than
+    ``max_hits`` postings, only the rarest probes, up to ``sample_hits``
+    postings if given (else ``max_hits``), and marks the hits incomplete;
+    ``search_contents`` returns the hits an unbudgeted ``search`` would,
+    restricted to the contents ``keys``.
+    """
 
     def search(
         self,
@@ -115,13 +139,14 @@ class Lookup(Protocol):
         *,
         max_flips: int = ...,
         max_hits: int | None = ...,
+        sample_hits: int | None = ...,
     ) -> Hits: ...
 
-    def search_keys(
+    def search_contents(
         self,
         codes: NDArray[np.uint32],
         frames: NDArray[np.uint32],
-        keys: Collection[int],
+        keys: NDArray[np.int64],
         *,
         max_flips: int = ...,
     ) -> Hits: ...
@@ -164,7 +189,35 @@ class Query:
     n_references : int
         Number of references searched (for the multiple-test correction).
     max_hits : int or None
-        Most postings one lookup reads (:data:`HIT_BUDGET`); None reads every probe.
+        The budget of one lookup (:data:`HIT_BUDGET`): a look whose probes
+        hold more postings is answered by nomination and verification; None
+        reads every probe.
+    nomination_hits : int
+        Postings a look over budget reads, rarest probes first, to nominate
+        contents from (:data:`NOMINATION_HITS`).
+    nominees : int
+        Contents nominated (:data:`NOMINEES`).
+    screen_budget : int
+        Postings the warp screen's looks share (:data:`SCREEN_BUDGET`).
+    screen_hits : int
+        Postings they read together, rarest probes first, when over their
+        shares (:data:`SCREEN_HITS`).
+
+    Notes
+    -----
+    **Nominate, then verify.** Chance hits grow with the indexed hours, but
+    an alignment of one reference depends only on that reference's own hits
+    (and the number of references). So a look whose probes hold more than
+    ``max_hits`` postings reads only its rarest probes up to
+    ``nomination_hits``, votes over (content, offset) bins and nominates the
+    ``nominees`` strongest contents (:func:`acr.matching.nominate`); then it
+    reads every posting of those contents under every probe
+    (``Lookup.search_contents``): exactly the hits an unbudgeted look would
+    give them. A nominated reference therefore gets the alignment, evidence
+    and confidence of the unbudgeted search, and whenever the true reference
+    is nominated the answer is the unbudgeted answer. The nominees of a warp
+    are chosen once (by its first look over budget) and kept for its later
+    looks. Looks within the budget read every probe, as before.
     """
 
     fingerprints: Fingerprints
@@ -172,26 +225,86 @@ class Query:
     ref_frames: Callable[[int], int]
     n_references: int
     max_hits: int | None = HIT_BUDGET
+    nomination_hits: int = NOMINATION_HITS
+    nominees: int = NOMINEES
+    screen_budget: int = SCREEN_BUDGET
+    screen_hits: int = SCREEN_HITS
+    nominated: dict[Warp, NDArray[np.int64]] = field(
+        default_factory=dict, init=False, compare=False, repr=False
+    )
+    """Contents nominated under each warp looked up over budget so far."""
+    within: set[Warp] = field(default_factory=set, init=False, compare=False, repr=False)
+    """Warps whose exact look was within the budget."""
 
     @property
     def frames(self) -> int:
         """Length of the sample in frames."""
         return max(1, round(self.fingerprints.duration_s / self.fingerprints.hop_s))
 
-    def hits(self, warp: Warp, *, exact: bool = False, share: int = 1) -> Hits:
+    def hits(self, warp: Warp, *, exact: bool = False) -> Hits:
         """Look the sample's codes up as they would be under ``warp``.
 
-        ``exact`` returns exact code matches only, without the one-bit flips;
-        ``share`` divides the budget of hits among that many lookups.
+        ``exact`` returns exact code matches only, without the one-bit flips.
+        Within the budget, every hit; over it, every hit of the nominated
+        contents (see the class notes).
         """
         codes, frames = warp_codes(self.fingerprints.codes, self.fingerprints.frames, warp)
-        budget = None if self.max_hits is None else self.max_hits // share
-        return self.lookup.search(codes, frames, max_flips=0 if exact else 1, max_hits=budget)
+        flips = 0 if exact else 1
+        if self.max_hits is None:
+            return self.lookup.search(codes, frames, max_flips=flips)
+        if not exact and warp not in self.nominated and warp not in self.within:
+            # A full look samples the codes before their neighbours: when the
+            # exact look is over budget, its sample is the full look's, at a
+            # twenty-fourth of the probes.
+            self._sampled(warp, codes, frames, exact=True)
+        keys = self.nominated.get(warp)
+        if keys is None:
+            sample = self._sampled(warp, codes, frames, exact=exact)
+            if sample is not None:
+                return sample
+            keys = self.nominated[warp]
+        return self.lookup.search_contents(codes, frames, keys, max_flips=flips)
 
-    def hits_of(self, key: int, warp: Warp) -> Hits:
-        """Every exact code match of the reference ``key`` under ``warp`` (no budget)."""
+    def _sampled(
+        self, warp: Warp, codes: NDArray[np.uint32], frames: NDArray[np.uint32], *, exact: bool
+    ) -> Hits | None:
+        """The look's hits if within the budget; else None, its nominees recorded."""
+        sample = self.lookup.search(
+            codes,
+            frames,
+            max_flips=0 if exact else 1,
+            max_hits=self.max_hits,
+            sample_hits=self.nomination_hits,
+        )
+        if sample.complete:
+            if exact:
+                self.within.add(warp)
+            return sample
+        self.nominated[warp] = nominate(sample, self.nominees)
+        return None
+
+    def screen(self, warp: Warp, *, share: int) -> Hits:
+        """Exact-code hits under ``warp`` for a screen of ``share`` warps sharing one budget.
+
+        Over its share of :attr:`screen_budget`, the look reads only its rarest
+        probes, up to its share of :attr:`screen_hits` (marked incomplete).
+        """
         codes, frames = warp_codes(self.fingerprints.codes, self.fingerprints.frames, warp)
-        return self.lookup.search_keys(codes, frames, [key], max_flips=0)
+        if self.max_hits is None:
+            return self.lookup.search(codes, frames, max_flips=0)
+        return self.lookup.search(
+            codes,
+            frames,
+            max_flips=0,
+            max_hits=self.screen_budget // share,
+            sample_hits=self.screen_hits // share,
+        )
+
+    def key_hits(self, warp: Warp, key: int, *, exact: bool = False) -> Hits:
+        """Every hit of one content under ``warp``, whatever the budget."""
+        codes, frames = warp_codes(self.fingerprints.codes, self.fingerprints.frames, warp)
+        keys = np.array([key], dtype=np.int64)
+        return self.lookup.search_contents(codes, frames, keys, max_flips=0 if exact else 1)
 
     def align(
         self, warp: Warp, hits: Hits, *, top_k: int, min_confidence: float
@@ -240,9 +353,7 @@ def identify(
     exact = hits = query.hits(IDENTITY, exact=True)
     fitted = query.candidates(IDENTITY, hits)
     ranked = best_per_reference(fitted, top_k=top_k, min_confidence=min_confidence)
-    # An exact look that the budget cut short read no neighbour probes, and a
-    # full look would read the same ones: the codes come before their neighbours.
-    if hits.complete and not _decisive(fitted, query.frames):
+    if not _decisive(fitted, query.frames):
         hits = query.hits(IDENTITY)
         ranked = query.align(IDENTITY, hits, top_k=top_k, min_confidence=min_confidence)
     warp = IDENTITY
@@ -316,9 +427,11 @@ def best_warp(query: Query, *, top_k: int = 1) -> tuple[Warp, Hits, list[Alignme
 
     Every warp is screened on exact code matches, scored by the votes of its
     strongest (content, offset) bin; the best few are looked up in full and
-    aligned. The screen's lookups share one lookup's budget of hits: in a
-    large index the screen would otherwise cost as many full-budget lookups
-    as there are warps, on every sample that matches nothing.
+    aligned. The screen's lookups share one budget of hits
+    (:attr:`Query.screen_budget`; over it, each reads its rarest probes up to
+    its share of :attr:`Query.screen_hits`): in a large index the screen
+    would otherwise cost as many whole lookups as there are warps, on every
+    sample that matches nothing.
 
     Returns
     -------
@@ -328,7 +441,7 @@ def best_warp(query: Query, *, top_k: int = 1) -> tuple[Warp, Hits, list[Alignme
     """
     screened: list[tuple[int, Warp]] = []
     for warp in WARPS:
-        votes = best_vote(query.hits(warp, exact=True, share=len(WARPS)))
+        votes = best_vote(query.screen(warp, share=len(WARPS)))
         if votes:
             screened.append((votes, warp))
     screened.sort(key=lambda item: item[0], reverse=True)
@@ -347,11 +460,10 @@ def _measured_pitch(alignment: Alignment, query: Query, *, exact: Hits | None = 
     The codes are warped to the alignment's tempo and shifted by whole bands
     around the pitch it was found at; the count of exact hits on its line
     peaks at the true shift, located between bands by a parabola through the
-    peak and its neighbours. Each count reads the alignment's reference only
-    (:meth:`Lookup.search_keys`): a few binary searches a code, however large
-    the index. ``exact`` are the sample's exact-code hits as it is, if the
-    search has them: an untilted alignment's unshifted count is read from them
-    when the budget let that lookup read every probe (most answers).
+    peak and its neighbours. ``exact`` are the sample's exact-code hits as it
+    is, if the search has them: an untilted alignment's unshifted count is
+    read from them instead of looked up again (most answers). Only the
+    aligned content's hits count, so only they are looked up.
     """
     start = round(math.log2(alignment.pitch) * F1_BANDS_PER_OCTAVE)
     counts: dict[int, int] = {}
@@ -361,13 +473,13 @@ def _measured_pitch(alignment: Alignment, query: Query, *, exact: Hits | None = 
         residual = hits.ref_frames[mine] - hits.query_frames[mine] - alignment.offset_frames
         return int(np.count_nonzero(np.abs(residual) <= INLIER_FRAMES))
 
-    if exact is not None and exact.complete and alignment.scale == 1.0:
+    if exact is not None and alignment.scale == 1.0:
         counts[0] = on_line(exact)
 
     def count(bands: int) -> int:
         if bands not in counts:
             warp = Warp(tempo=alignment.scale, pitch_bands=bands)
-            counts[bands] = on_line(query.hits_of(alignment.key, warp))
+            counts[bands] = on_line(query.key_hits(warp, alignment.key, exact=True))
         return counts[bands]
 
     peak = max(range(start - PITCH_SEARCH_BANDS, start + PITCH_SEARCH_BANDS + 1), key=count)

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from acr.index.segment import read_segment  # noqa: E402
 from acr.index.store import SEGMENT_DIR  # noqa: E402
 from acr.matching import Hits  # noqa: E402
 from acr.results import MatchResult  # noqa: E402
+from acr.search import Query, identify  # noqa: E402
 from acr.signals.audio import AudioSignal  # noqa: E402
 from acr.signals.base import Fingerprints  # noqa: E402
 from indexer import BatchSummary, run_batch  # noqa: E402
@@ -148,6 +150,53 @@ def test_a_lookup_over_budget_reads_what_a_single_node_reads(
         assert not got.complete and not expected.complete
         # Shards answer in their own order; the hits are the same.
         assert _rows(got) == _rows(expected)
+
+
+def test_nominate_and_verify_read_what_a_single_node_reads(
+    sharded: ShardedIndex, index_dir: Path, queries: list[Fingerprints]
+) -> None:
+    single = CodeLookup()
+    with Index.open(index_dir, readonly=True) as index:
+        names = sorted({record.segment for record in index.list()})
+        records = {record.key: record for record in index.list()}
+    for name in names:
+        single.add_segment(read_segment(index_dir / SEGMENT_DIR / name))
+
+    def lookup() -> ShardedLookup:
+        return ShardedLookup(
+            sharded.replicas,
+            sharded.timeout_s,
+            sharded.snapshot,
+            sharded.generation,
+            sharded.counts,
+        )
+
+    def ref_frames(key: int) -> int:
+        return round(records[key].duration_s / SIGNAL.hop_s)
+
+    keys = np.array(sorted(records)[::3], dtype=np.int64)
+    for query in queries:
+        for flips in (0, 1):
+            # The sample of a look over budget: the rarest probes, as a single node reads them.
+            budget = single.search(query.codes, query.frames, max_flips=flips).keys.size // 3
+            expected = single.search(
+                query.codes, query.frames, max_flips=flips, max_hits=budget, sample_hits=budget // 2
+            )
+            got = lookup().search(
+                query.codes, query.frames, max_flips=flips, max_hits=budget, sample_hits=budget // 2
+            )
+            assert not got.complete and _rows(got) == _rows(expected)
+            # The nominees' hits, from the shards that hold them.
+            asked = lookup()
+            got = asked.search_contents(query.codes, query.frames, keys, max_flips=flips)
+            assert not asked.missing
+            assert _rows(got) == _rows(
+                single.search_contents(query.codes, query.frames, keys, max_flips=flips)
+            )
+        # A search whose every look is over budget answers as on a single node.
+        tiny = partial(Query, max_hits=64, nomination_hits=32, nominees=3)
+        answer = identify(tiny(query, lookup(), ref_frames, len(records)))
+        assert answer == identify(tiny(query, single, ref_frames, len(records)))
 
 
 def _rows(hits: Hits) -> list[tuple[int, int, int]]:

@@ -164,47 +164,6 @@ def test_mapped_table_answers_like_the_segment(
         map_table(path, CODE_BITS)
 
 
-@pytest.mark.parametrize(
-    ("dense", "merged"),
-    [(False, True), (False, False), (True, False)],
-    ids=["sparse-merged", "sparse-apart", "dense"],
-)
-def test_the_hits_of_some_contents_are_the_full_lookups_hits_of_them(
-    segments: list[Segment],
-    queries: list[tuple[NDArray[np.uint32], NDArray[np.uint32]]],
-    dense: bool,
-    merged: bool,
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
-) -> None:
-    monkeypatch.setattr(segment_module, "DENSE_MIN_POSTINGS", 0 if dense else 1 << 40)
-    monkeypatch.setattr(lookup_module, "MERGE_MAX_POSTINGS", 1 << 40 if merged else 0)
-    in_memory, mapped = CodeLookup(), CodeLookup()
-    for i, segment in enumerate(segments):
-        in_memory.add_segment(segment)
-        path = tmp_path / f"{i}.post"
-        write_table(PostingTable.from_segment(segment, CODE_BITS), path)
-        mapped.add_table(map_table(path, CODE_BITS))
-    # Contents at both ends of a table, inside one, across tables, absent, and removed.
-    chosen = ([1], [4], [2, 3], [1, 5, 9], [3, 8, 42], [])
-    for tables in (in_memory, mapped):
-        tables.remove_key(6)
-        for flips in (0, 1):
-            for codes, frames in queries:
-                everything = tables.search(codes, frames, max_flips=flips)
-                for keys in chosen:
-                    mine = np.isin(everything.keys, keys)
-                    expected = Hits(*(getattr(everything, name)[mine] for name in FIELDS))
-                    got = tables.search_keys(codes, frames, keys, max_flips=flips)
-                    assert _same(got, expected)
-                assert tables.search_keys(codes, frames, [6], max_flips=flips).keys.size == 0
-    assert any(
-        in_memory.search_keys(codes, frames, [k]).keys.size > 0
-        for codes, frames in queries
-        for k in (1, 5, 9)
-    )
-
-
 def test_rarest_probes_fill_the_budget_codes_first_rarest_first() -> None:
     # Two codes of three probes each: the code itself, then two neighbours.
     lengths = np.array([9, 0, 3, 5, 1, 3], dtype=np.int64)

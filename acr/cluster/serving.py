@@ -26,7 +26,6 @@ import itertools
 import os
 import threading
 import time
-from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,7 @@ from numpy.typing import NDArray
 from ray.exceptions import GetTimeoutError, RayActorError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from acr.cluster.shards import ShardStore, Snapshot, read_snapshot
+from acr.cluster.shards import ShardStore, Snapshot, read_snapshot, shard_of
 from acr.index.lookup import BIT_FLIPS, probes_of
 from acr.index.store import match_result
 from acr.kernels import compile_kernels
@@ -143,18 +142,19 @@ class ShardReplica:
         )
         return _narrow(hits)
 
-    def search_keys(
+    def search_contents(
         self,
         snapshot: list[Any],
         generation: int,
         codes: NDArray[np.uint32],
         frames: NDArray[np.uint32],
-        keys: list[int],
+        keys: NDArray[np.int64],
         max_flips: int,
     ) -> Hits:
-        """The shard's hits of the contents ``keys`` (those it holds), in a snapshot."""
+        """The shard's unbudgeted hits of the contents ``keys`` (those it holds), narrowed."""
         lookup = self._lookup(snapshot, generation)
-        return _narrow(lookup.search_keys(codes, frames, keys, max_flips=max_flips))
+        hits: Hits = lookup.search_contents(codes, frames, keys, max_flips=max_flips)
+        return _narrow(hits)
 
 
 @dataclass
@@ -202,12 +202,13 @@ class ShardedLookup:
         *,
         max_flips: int = BIT_FLIPS,
         max_hits: int | None = None,
+        sample_hits: int | None = None,
     ) -> Hits:
         """Every live posting of every shard within ``max_flips`` bits of a query code.
 
         With ``max_hits``, every shard is given the whole index's probe
         lengths (from :attr:`counts`), so that it reads the probes a single
-        node would.
+        node would (up to ``sample_hits`` over budget, as a single node).
         """
         lengths = None
         if max_hits is not None:
@@ -215,21 +216,33 @@ class ShardedLookup:
             if int(lengths.sum()) <= max_hits:
                 # Every probe fits: the shards read them all, and need no lengths sent.
                 lengths, max_hits = None, None
-        return _concatenated(self.fan_out("search", codes, frames, max_flips, max_hits, lengths))
+            elif sample_hits is not None:
+                max_hits = sample_hits
+        parts: list[Hits] = self.fan_out("search", codes, frames, max_flips, max_hits, lengths)
+        return _concatenated(parts)
 
-    def search_keys(
+    def search_contents(
         self,
         codes: NDArray[np.uint32],
         frames: NDArray[np.uint32],
-        keys: Collection[int],
+        keys: NDArray[np.int64],
         *,
         max_flips: int = BIT_FLIPS,
     ) -> Hits:
-        """Every hit of the contents ``keys``, from the shards that hold them."""
-        return _concatenated(self.fan_out("search_keys", codes, frames, list(keys), max_flips))
+        """The unbudgeted hits of the contents ``keys``, from the shards that hold them.
 
-    def fan_out(self, method: str, *args: Any) -> list[Any]:
-        """Call ``method`` on one replica of every shard, the next replica when one fails.
+        A content's postings all sit in one shard (``key mod shards``), so only
+        those shards are asked.
+        """
+        keys = np.asarray(keys, dtype=np.int64)
+        shards = np.unique(shard_of(keys, len(self.replicas))).tolist()
+        parts: list[Hits] = self.fan_out(
+            "search_contents", codes, frames, keys, max_flips, shards=shards
+        )
+        return _concatenated(parts)
+
+    def fan_out(self, method: str, *args: Any, shards: list[int] | None = None) -> list[Any]:
+        """Call ``method`` on one replica of every shard (or of ``shards``), the next on failure.
 
         Returns the answers of the shards that answered; the others are added
         to :attr:`missing`.
@@ -241,7 +254,9 @@ class ShardedLookup:
             request = getattr(group[which], method).remote(self.snapshot, self.generation, *args)
             return which, request
 
-        asked = {shard: ask(shard, 0) for shard in range(len(self.replicas))}
+        if shards is None:
+            shards = list(range(len(self.replicas)))
+        asked = {shard: ask(shard, 0) for shard in shards}
         answers: list[Any] = []
         for shard, (which, request) in asked.items():
             for attempt in range(len(self.replicas[shard])):
@@ -255,19 +270,6 @@ class ShardedLookup:
             else:
                 self.missing.add(shard)
         return answers
-
-
-def _concatenated(parts: list[Hits]) -> Hits:
-    """The shards' hits, shard after shard."""
-    if not parts:
-        empty = np.zeros(0, dtype=np.int64)
-        return Hits(empty, empty, empty)
-    return Hits(
-        query_frames=np.concatenate([p.query_frames for p in parts]).astype(np.int64),
-        keys=np.concatenate([p.keys for p in parts]).astype(np.int64),
-        ref_frames=np.concatenate([p.ref_frames for p in parts]).astype(np.int64),
-        complete=all(p.complete for p in parts),
-    )
 
 
 @dataclass(frozen=True)
@@ -495,6 +497,19 @@ class ShardedIndex:
         for group in self.replicas:
             for replica in group:
                 ray.kill(replica, no_restart=True)
+
+
+def _concatenated(parts: list[Hits]) -> Hits:
+    """The shards' hits as one (every content's hits come from one shard)."""
+    if not parts:
+        empty = np.zeros(0, dtype=np.int64)
+        return Hits(empty, empty, empty)
+    return Hits(
+        query_frames=np.concatenate([p.query_frames for p in parts]).astype(np.int64),
+        keys=np.concatenate([p.keys for p in parts]).astype(np.int64),
+        ref_frames=np.concatenate([p.ref_frames for p in parts]).astype(np.int64),
+        complete=all(p.complete for p in parts),
+    )
 
 
 def _narrow(hits: Hits) -> Hits:

@@ -17,6 +17,11 @@ exact code first and then bit 22 down to bit 0 flipped (FAISS also flips bit
 segment in the segment's order (``tests/test_scale.py`` checks it against
 FAISS). See ``docs/index-choice.md`` and ``docs/scale.md``.
 
+A look too large to read whole is answered by nomination and verification
+(:class:`acr.search.Query`): :meth:`CodeLookup.search` reads a sample of its
+rarest probes, and :meth:`CodeLookup.search_contents` reads every posting of a
+few contents under every probe, by binary search within each probe's range.
+
 The probing and the decoding of postings are compiled with Numba: they are a
 loop over tens of thousands of probes per query whose every step depends on
 the last, which NumPy can only express as several passes over temporary
@@ -24,8 +29,6 @@ arrays (measured: 7.2 → 2.8 ms a query on the benchmark index).
 """
 
 from __future__ import annotations
-
-from collections.abc import Collection
 
 import numba
 import numpy as np
@@ -135,6 +138,7 @@ class CodeLookup:
         *,
         max_flips: int = BIT_FLIPS,
         max_hits: int | None = None,
+        sample_hits: int | None = None,
         lengths: NDArray[np.int64] | None = None,
     ) -> Hits:
         """Every live posting whose code is within ``max_flips`` bits (at most one) of a query code.
@@ -143,8 +147,10 @@ class CodeLookup:
         24, a twentieth of the hits, for a cheap first look.
 
         With ``max_hits``, a query whose probes hold more postings than that
-        reads only its rarest probes (:func:`rarest_probes`); ``lengths`` are
-        the probe lengths to choose by when this lookup is one shard of an
+        reads only its rarest probes (:func:`rarest_probes`), up to
+        ``sample_hits`` postings if given (a sample to nominate contents
+        from, :meth:`search_contents`), else up to ``max_hits``; ``lengths``
+        are the probe lengths to choose by when this lookup is one shard of an
         index (the whole index's, from its summed :meth:`code_counts`), else
         its own.
         """
@@ -161,108 +167,112 @@ class CodeLookup:
         if max_hits is not None:
             if lengths is None:
                 lengths = np.sum([end - start for start, end in spans], axis=0)
+            if int(lengths.sum()) > max_hits and sample_hits is not None:
+                max_hits = sample_hits
             kept = rarest_probes(lengths, max_hits, per_code=per_code)
             complete = bool(kept.all())
             spans = [(start, np.where(kept, end, start)) for start, end in spans]
         # Hits come probe by probe, and within a probe table by table.
-        hits = _decoded(
-            [
-                (table, owners, start, end)
-                for table, owners, (start, end) in zip(
-                    self._tables, self._owners, spans, strict=True
-                )
-            ],
-            frames,
-            per_code,
-        )
-        query_frames, keys, ref_frames = hits.query_frames, hits.keys, hits.ref_frames
+        per_table = np.stack([end - start for start, end in spans], axis=1)
+        firsts = (np.cumsum(per_table.ravel()) - per_table.ravel()).reshape(per_table.shape)
+        total = int(per_table.sum())
+        query_frames = np.empty(total, dtype=np.int64)
+        keys = np.empty(total, dtype=np.int64)
+        ref_frames = np.empty(total, dtype=np.int64)
+        probe_frames = np.repeat(frames.astype(np.int64), per_code)
+        for column, (table, owners, (start, end)) in enumerate(
+            zip(self._tables, self._owners, spans, strict=True)
+        ):
+            _decode_into(
+                start,
+                end,
+                firsts[:, column],
+                probe_frames,
+                np.asarray(table.postings),
+                np.asarray(table.bases),
+                np.asarray(table.keys),
+                owners,
+                query_frames,
+                keys,
+                ref_frames,
+            )
         if self._removed:
             live = ~np.isin(keys, np.fromiter(self._removed, dtype=np.int64))
             return Hits(query_frames[live], keys[live], ref_frames[live], complete)
         return Hits(query_frames, keys, ref_frames, complete)
 
-    def search_keys(
+    def search_contents(
         self,
         codes: NDArray[np.uint32],
         frames: NDArray[np.uint32],
-        keys: Collection[int],
+        keys: NDArray[np.int64],
         *,
         max_flips: int = BIT_FLIPS,
     ) -> Hits:
-        """The hits :meth:`search` would return for the contents ``keys``, and no others.
+        """The hits of :meth:`search` without a budget, of the contents ``keys`` only.
 
-        Every probe is read, without a budget: within a probe's range a
-        table's postings are grouped by content in timeline order, so one
-        content's postings are a sub-range found by two binary searches, and
-        the other contents' postings are never decoded. What a content's
-        alignment depends on (its own hits) then costs the same whatever else
-        the index holds. Hits come in :meth:`search`'s order.
+        Within a probe's range a table's postings are in timeline order by
+        content (the contents' postings are laid end to end), so one content's
+        postings under a probe are a sub-range that two binary searches find,
+        whatever the other contents hold: the cost is the probes times the
+        contents asked for, not the postings under the probes. Only tables
+        holding one of ``keys`` are probed. The hits are those of an
+        unbudgeted :meth:`search` whose key is in ``keys``, in the same order.
         """
-        wanted = np.fromiter(set(keys) & self._live, dtype=np.int64)
         probes = probes_of(codes, max_flips)
         per_code = probes.size // max(1, codes.size)
-        columns: list[_Column] = []
+        wanted = np.setdiff1d(
+            np.asarray(keys, dtype=np.int64), np.fromiter(self._removed, dtype=np.int64)
+        )
+        spans = []
         for table, directory, owners in zip(
             self._tables, self._directories, self._owners, strict=True
         ):
             held = np.flatnonzero(np.isin(table.keys, wanted))
-            if held.size == 0:
+            if held.size == 0 or codes.size == 0:
                 continue
-            start, end = _ranges(table, directory, probes)
-            # Contents are laid on the timeline in key order, so ``held`` is in timeline order.
-            limits = np.append(table.bases, np.iinfo(np.int64).max)
-            for content in held:
-                narrowed_start = np.empty_like(start)
-                narrowed_end = np.empty_like(end)
-                _narrow(
-                    start,
-                    end,
-                    np.asarray(table.postings),
-                    limits[content],
-                    limits[content + 1],
-                    narrowed_start,
-                    narrowed_end,
-                )
-                columns.append((table, owners, narrowed_start, narrowed_end))
-        return _decoded(columns, frames, per_code)
-
-
-_Column = tuple[PostingTable, NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]
-"""A table, its :func:`_owners`, and a ``[start, end)`` range of its postings for each probe."""
-
-
-def _decoded(
-    columns: list[_Column],
-    frames: NDArray[np.uint32],
-    per_code: int,
-) -> Hits:
-    """The hits of every probe's ``[start, end)`` in each column's table: probe by probe,
-    and within a probe column by column."""
-    if not columns:
-        empty = np.zeros(0, dtype=np.int64)
-        return Hits(empty, empty, empty)
-    per_column = np.stack([end - start for _, _, start, end in columns], axis=1)
-    firsts = (np.cumsum(per_column.ravel()) - per_column.ravel()).reshape(per_column.shape)
-    total = int(per_column.sum())
-    query_frames = np.empty(total, dtype=np.int64)
-    keys = np.empty(total, dtype=np.int64)
-    ref_frames = np.empty(total, dtype=np.int64)
-    probe_frames = np.repeat(frames.astype(np.int64), per_code)
-    for column, (table, owners, start, end) in enumerate(columns):
-        _decode_into(
-            start,
-            end,
-            firsts[:, column],
-            probe_frames,
-            np.asarray(table.postings),
-            np.asarray(table.bases),
-            np.asarray(table.keys),
-            owners,
-            query_frames,
-            keys,
-            ref_frames,
-        )
-    return Hits(query_frames, keys, ref_frames)
+            starts, ends = _ranges(table, directory, probes)
+            bases = np.asarray(table.bases)
+            lows = bases[held]
+            following = np.append(bases, np.iinfo(np.int64).max)
+            highs = following[held + 1]
+            sub_starts = np.empty((probes.size, held.size), dtype=np.int64)
+            sub_ends = np.empty((probes.size, held.size), dtype=np.int64)
+            _content_ranges(
+                starts, ends, np.asarray(table.postings), lows, highs, sub_starts, sub_ends
+            )
+            spans.append((table, owners, sub_starts, sub_ends))
+        if not spans:
+            empty = np.zeros(0, dtype=np.int64)
+            return Hits(empty, empty, empty)
+        # As :meth:`search`: probe by probe, within a probe table by table,
+        # within a table in timeline order (the contents' order).
+        lengths = [(end - start) for _, _, start, end in spans]
+        per_table = np.stack([length.sum(axis=1) for length in lengths], axis=1)
+        firsts = (np.cumsum(per_table.ravel()) - per_table.ravel()).reshape(per_table.shape)
+        total = int(per_table.sum())
+        query_frames = np.empty(total, dtype=np.int64)
+        found_keys = np.empty(total, dtype=np.int64)
+        ref_frames = np.empty(total, dtype=np.int64)
+        probe_frames = np.repeat(frames.astype(np.int64), per_code)
+        for column, ((table, owners, start, end), length) in enumerate(
+            zip(spans, lengths, strict=True)
+        ):
+            within = np.cumsum(length, axis=1) - length
+            _decode_into(
+                start.ravel(),
+                end.ravel(),
+                (firsts[:, column, None] + within).ravel(),
+                np.repeat(probe_frames, start.shape[1]),
+                np.asarray(table.postings),
+                np.asarray(table.bases),
+                np.asarray(table.keys),
+                owners,
+                query_frames,
+                found_keys,
+                ref_frames,
+            )
+        return Hits(query_frames, found_keys, ref_frames)
 
 
 def rarest_probes(lengths: NDArray[np.int64], max_hits: int, *, per_code: int) -> NDArray[np.bool_]:
@@ -389,37 +399,39 @@ def _sparse_ranges(
 
 
 @numba.njit(cache=True, nogil=True)
-def _narrow(
+def _content_ranges(
     starts: NDArray[np.int64],
     ends: NDArray[np.int64],
     postings: NDArray[np.unsignedinteger],
-    low: int,
-    high: int,
-    narrowed_starts: NDArray[np.int64],
-    narrowed_ends: NDArray[np.int64],
+    lows: NDArray[np.int64],
+    highs: NDArray[np.int64],
+    sub_starts: NDArray[np.int64],
+    sub_ends: NDArray[np.int64],
 ) -> None:
-    """Each range ``[start, end)`` cut to its postings at timeline positions in ``[low, high)``.
+    """Where each content's postings lie within each probe's range.
 
-    Within a range postings are grouped by content, contents in timeline
-    order, so "before ``low``" holds on a prefix of it, and so does "before ``high``".
+    Content ``c`` owns the timeline positions ``[lows[c], highs[c])``; a
+    range's postings of earlier contents come before it and of later ones
+    after it, so the first position not below ``lows[c]`` and the first not
+    below ``highs[c]`` bound its postings (binary searches). Writes
+    ``sub_starts[probe, c]`` and ``sub_ends[probe, c]``.
     """
     for i in range(starts.size):
-        narrowed_starts[i] = _first_at_or_after(postings, starts[i], ends[i], low)
-        narrowed_ends[i] = _first_at_or_after(postings, narrowed_starts[i], ends[i], high)
+        for c in range(lows.size):
+            sub_starts[i, c] = _first_not_below(postings, starts[i], ends[i], lows[c])
+            sub_ends[i, c] = _first_not_below(postings, sub_starts[i, c], ends[i], highs[c])
 
 
-@numba.njit(cache=True, nogil=True)
-def _first_at_or_after(
-    postings: NDArray[np.unsignedinteger], first: int, last: int, position: int
-) -> int:
-    """The first index in ``[first, last)`` whose posting is at or after ``position``."""
-    while first < last:
-        middle = (first + last) >> 1
-        if np.int64(postings[middle]) < position:
-            first = middle + 1
+@numba.njit(cache=True, nogil=True, inline="always")
+def _first_not_below(postings: NDArray[np.unsignedinteger], low: int, high: int, bound: int) -> int:
+    """The first place in ``postings[low:high]`` whose position is not below ``bound``."""
+    while low < high:
+        middle = (low + high) >> 1
+        if np.int64(postings[middle]) < bound:
+            low = middle + 1
         else:
-            last = middle
-    return first
+            high = middle
+    return low
 
 
 @numba.njit(cache=True, nogil=True)

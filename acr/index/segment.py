@@ -228,6 +228,11 @@ class PostingTable:
     laid end to end, content ``i`` owning ``[bases[i], bases[i] + frames)``, so
     a posting costs 4 bytes instead of a key and a frame. Postings of one code
     keep the order they have in the segment, which is FAISS's insertion order.
+    Segments hold their contents one after the other, so under one code the
+    postings of each content form one run and the runs follow the contents'
+    timeline order: a content's postings under a code are found by binary
+    search on its ``[base, next base)`` (a table built otherwise must keep
+    that order, as the scale benchmark's distractor tables do).
 
     Attributes
     ----------
