@@ -172,34 +172,19 @@ class CodeLookup:
             kept = rarest_probes(lengths, max_hits, per_code=per_code)
             complete = bool(kept.all())
             spans = [(start, np.where(kept, end, start)) for start, end in spans]
-        # Hits come probe by probe, and within a probe table by table.
-        per_table = np.stack([end - start for start, end in spans], axis=1)
-        firsts = (np.cumsum(per_table.ravel()) - per_table.ravel()).reshape(per_table.shape)
-        total = int(per_table.sum())
-        query_frames = np.empty(total, dtype=np.int64)
-        keys = np.empty(total, dtype=np.int64)
-        ref_frames = np.empty(total, dtype=np.int64)
-        probe_frames = np.repeat(frames.astype(np.int64), per_code)
-        for column, (table, owners, (start, end)) in enumerate(
-            zip(self._tables, self._owners, spans, strict=True)
-        ):
-            _decode_into(
-                start,
-                end,
-                firsts[:, column],
-                probe_frames,
-                np.asarray(table.postings),
-                np.asarray(table.bases),
-                np.asarray(table.keys),
-                owners,
-                query_frames,
-                keys,
-                ref_frames,
-            )
+        hits = _decoded(
+            [
+                (table, owners, start[:, None], end[:, None])
+                for table, owners, (start, end) in zip(
+                    self._tables, self._owners, spans, strict=True
+                )
+            ],
+            np.repeat(frames.astype(np.int64), per_code),
+        )
         if self._removed:
-            live = ~np.isin(keys, np.fromiter(self._removed, dtype=np.int64))
-            return Hits(query_frames[live], keys[live], ref_frames[live], complete)
-        return Hits(query_frames, keys, ref_frames, complete)
+            live = ~np.isin(hits.keys, np.fromiter(self._removed, dtype=np.int64))
+            return Hits(hits.query_frames[live], hits.keys[live], hits.ref_frames[live], complete)
+        return Hits(hits.query_frames, hits.keys, hits.ref_frames, complete)
 
     def search_contents(
         self,
@@ -224,7 +209,7 @@ class CodeLookup:
         wanted = np.setdiff1d(
             np.asarray(keys, dtype=np.int64), np.fromiter(self._removed, dtype=np.int64)
         )
-        spans = []
+        spans: list[_Ranges] = []
         for table, directory, owners in zip(
             self._tables, self._directories, self._owners, strict=True
         ):
@@ -242,37 +227,46 @@ class CodeLookup:
                 starts, ends, np.asarray(table.postings), lows, highs, sub_starts, sub_ends
             )
             spans.append((table, owners, sub_starts, sub_ends))
-        if not spans:
-            empty = np.zeros(0, dtype=np.int64)
-            return Hits(empty, empty, empty)
-        # As :meth:`search`: probe by probe, within a probe table by table,
-        # within a table in timeline order (the contents' order).
-        lengths = [(end - start) for _, _, start, end in spans]
-        per_table = np.stack([length.sum(axis=1) for length in lengths], axis=1)
-        firsts = (np.cumsum(per_table.ravel()) - per_table.ravel()).reshape(per_table.shape)
-        total = int(per_table.sum())
-        query_frames = np.empty(total, dtype=np.int64)
-        found_keys = np.empty(total, dtype=np.int64)
-        ref_frames = np.empty(total, dtype=np.int64)
-        probe_frames = np.repeat(frames.astype(np.int64), per_code)
-        for column, ((table, owners, start, end), length) in enumerate(
-            zip(spans, lengths, strict=True)
-        ):
-            within = np.cumsum(length, axis=1) - length
-            _decode_into(
-                start.ravel(),
-                end.ravel(),
-                (firsts[:, column, None] + within).ravel(),
-                np.repeat(probe_frames, start.shape[1]),
-                np.asarray(table.postings),
-                np.asarray(table.bases),
-                np.asarray(table.keys),
-                owners,
-                query_frames,
-                found_keys,
-                ref_frames,
-            )
-        return Hits(query_frames, found_keys, ref_frames)
+        # Within a table, the contents' sub-ranges in timeline order: search's order.
+        return _decoded(spans, np.repeat(frames.astype(np.int64), per_code))
+
+
+_Ranges = tuple[PostingTable, NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]
+"""A table, its :func:`_owners`, and ``starts``/``ends`` of ranges of its postings,
+one row a probe and one column a range (several: one a content)."""
+
+
+def _decoded(spans: list[_Ranges], probe_frames: NDArray[np.int64]) -> Hits:
+    """The hits of the ranges: probe by probe, within a probe table by table, within a
+    table range by range (each probe's row of every table, in order)."""
+    if not spans:
+        empty = np.zeros(0, dtype=np.int64)
+        return Hits(empty, empty, empty)
+    lengths = [end - start for _, _, start, end in spans]
+    per_table = np.stack([length.sum(axis=1) for length in lengths], axis=1)
+    firsts = (np.cumsum(per_table.ravel()) - per_table.ravel()).reshape(per_table.shape)
+    total = int(per_table.sum())
+    query_frames = np.empty(total, dtype=np.int64)
+    keys = np.empty(total, dtype=np.int64)
+    ref_frames = np.empty(total, dtype=np.int64)
+    for column, ((table, owners, start, end), length) in enumerate(
+        zip(spans, lengths, strict=True)
+    ):
+        within = np.cumsum(length, axis=1) - length
+        _decode_into(
+            start.ravel(),
+            end.ravel(),
+            (firsts[:, column, None] + within).ravel(),
+            np.repeat(probe_frames, start.shape[1]),
+            np.asarray(table.postings),
+            np.asarray(table.bases),
+            np.asarray(table.keys),
+            owners,
+            query_frames,
+            keys,
+            ref_frames,
+        )
+    return Hits(query_frames, keys, ref_frames)
 
 
 def rarest_probes(lengths: NDArray[np.int64], max_hits: int, *, per_code: int) -> NDArray[np.bool_]:
