@@ -48,11 +48,11 @@ from acr.index.catalogue import ContentSpec
 from acr.index.lookup import CodeLookup
 from acr.index.segment import PostingTable, Segment, build_segment, map_table, write_table
 from acr.matching import Hits
-from acr.search import HIT_BUDGET, NOMINATION_HITS, NOMINEES, Query, identify
+from acr.search import HIT_BUDGET, NOMINATION_HITS, NOMINEES, Identification, Query, identify
 from acr.signals.audio import AudioSignal
 from acr.signals.audio.codes import CODE_BITS, DT_BITS, F1_BITS, RATIO_BITS
 from acr.signals.base import Fingerprints
-from benchmarks.corpus import DEFAULT_CACHE_DIR, decode_mono, ensure_corpus
+from benchmarks.corpus import DEFAULT_CACHE_DIR, Track, decode_mono, ensure_corpus
 from benchmarks.degrade import add_white_noise
 from benchmarks.run import REPO_ROOT, git_commit, machine_info
 
@@ -95,8 +95,7 @@ def real_catalogue(n_queries: int) -> Catalogue:
     corpus = ensure_corpus()
     references = [SIGNAL.fingerprint_media(track.path) for track in corpus.references]
     rng = np.random.default_rng(SEED)
-    picks = rng.choice(len(corpus.references), size=n_queries, replace=True)
-    queries = [(int(which), *_clip(corpus.references[which].path, rng)) for which in picks]
+    queries = _reference_clips(corpus.references, n_queries, rng)
     background = [SIGNAL.fingerprint_media(track.path) for track in corpus.negatives]
     unseen = [
         (number, _clip(track.path, rng)[1])
@@ -123,13 +122,27 @@ def warm_queries(n_queries: int) -> list[tuple[int, float, Fingerprints]]:
             cached: list[tuple[int, float, Fingerprints]] = pickle.load(handle)
         return cached
     corpus = ensure_corpus()
-    rng = np.random.default_rng([SEED, 1])
-    picks = rng.choice(len(corpus.references), size=n_queries, replace=True)
-    found = [(int(which), *_clip(corpus.references[which].path, rng)) for which in picks]
+    found = _reference_clips(corpus.references, n_queries, np.random.default_rng([SEED, 1]))
     SCALE_CACHE.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as handle:
         pickle.dump(found, handle)
     return found
+
+
+def _reference_clips(
+    references: Sequence[Track], count: int, rng: np.random.Generator
+) -> list[tuple[int, float, Fingerprints]]:
+    """``count`` noisy clips of references picked at random: (reference, start s, fingerprints)."""
+    picks = rng.choice(len(references), size=count, replace=True)
+    return [(int(which), *_clip(references[which].path, rng)) for which in picks]
+
+
+def _right(answer: Identification, which: int, offset_s: float) -> bool:
+    """Whether a clip of reference ``which`` starting at ``offset_s`` was answered right."""
+    if not answer.ranked:
+        return False
+    best = answer.ranked[0]
+    return best.key == which + 1 and abs(best.offset_frames * SIGNAL.hop_s - offset_s) <= 0.5
 
 
 def _clip(path: Path, rng: np.random.Generator) -> tuple[float, Fingerprints]:
@@ -390,10 +403,7 @@ def measure_size(
         sampled.append(counting.sampled)
         verified.append(counting.verified)
         nominated += counting.over_budget > 0
-        if answer.ranked:
-            best = answer.ranked[0]
-            matched_offset = best.offset_frames * SIGNAL.hop_s
-            correct += best.key == which + 1 and abs(matched_offset - offset_s) <= 0.5
+        correct += _right(answer, which, offset_s)
 
     negatives = catalogue.unseen[::2]
     negative_latencies, answered = [], 0
@@ -417,11 +427,7 @@ def measure_size(
         begin = time.perf_counter()
         answer = identify(search(query, lookup))
         warm_latencies.append(time.perf_counter() - begin)
-        if answer.ranked:
-            best = answer.ranked[0]
-            warm_correct += (
-                best.key == which + 1 and abs(best.offset_frames * SIGNAL.hop_s - offset_s) <= 0.5
-            )
+        warm_correct += _right(answer, which, offset_s)
 
     def ms(q: float) -> float:
         return 1000 * float(np.percentile(latencies, q))
