@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -107,6 +108,9 @@ def start_background(app: FastAPI, services: Services) -> Callable[[], None]:
     unique constraints, claimed attempts).
     """
     settings = services.settings
+    # Opening the index loads (on a new machine: compiles) the core's kernels and
+    # maps its tables, a few seconds that the first viewer would otherwise wait.
+    threading.Thread(target=services.index.ready, name="index-warm-up", daemon=True).start()
     sync_from_index(services.sessions, settings.index_path)
     indexer = ContentIndexer(services.sessions, settings)
     hooks = WebhookWorker(services.sessions)

@@ -476,3 +476,21 @@ def test_install_on_the_service_app(services: Services) -> None:
         assert response.status_code == 200
         assert response.headers["X-Request-ID"] == "req-app"
         assert "acr_http_requests_total" in client.get("/metrics").text
+
+
+def test_the_index_is_opened_at_start_up_not_by_the_first_viewer(services: Services) -> None:
+    opened = threading.Event()
+    index = services.index
+
+    class Spy:
+        def __getattr__(self, name: str) -> object:
+            return getattr(index, name)
+
+        def ready(self) -> bool:
+            ready = index.ready()
+            opened.set()
+            return ready
+
+    services.index = Spy()  # type: ignore[assignment]
+    with TestClient(create_app(services), raise_server_exceptions=False):
+        assert opened.wait(timeout=30)
