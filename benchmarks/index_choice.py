@@ -74,9 +74,9 @@ from acr.signals.audio import peaks as peaks_module
 from acr.signals.audio import spectrogram as spectrogram_module
 from acr.signals.audio.codes import CODE_BITS
 from acr.signals.audio.decode import decode_audio
+from benchmarks.common import RESULTS_DIR, cpu_model
 from benchmarks.corpus import DEFAULT_CACHE_DIR, Track, ensure_corpus
 from benchmarks.degrade import add_white_noise
-from benchmarks.run import cpu_model
 
 SEED = 20261126
 """Seed of the query clips (starts and noise)."""
@@ -107,7 +107,7 @@ N_PROBES = 1 + INDEX_BITS
 
 SAMPLE_RATE = audio.SAMPLE_RATE
 CACHE_FILE = DEFAULT_CACHE_DIR / "index_choice_codes.npz"
-RESULTS_FILE = Path(__file__).resolve().parent / "results" / "index_choice.md"
+RESULTS_FILE = RESULTS_DIR / "index_choice.md"
 
 BINARY_FLAT_QUERIES = 4
 """Queries measured on brute-force ``IndexBinaryFlat`` (seconds per query)."""

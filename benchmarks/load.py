@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime as dt
 import hashlib
 import io
 import json
@@ -52,12 +51,10 @@ from av.audio.stream import AudioStream
 
 from acr.signals.audio import AudioSignal
 from benchmarks import queries as qs
+from benchmarks.common import REPO_ROOT, RESULTS_DIR, git_commit, machine_info, utc_now
 from benchmarks.corpus import DEFAULT_CACHE_DIR, Track, decode_mono, ensure_corpus
 from benchmarks.degrade import FloatArray
 from benchmarks.degrade import get as get_degradation
-
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 MODES: tuple[str, ...] = ("fingerprints", "audio")
 """Upload modes: client-side fingerprints (wire format) or the encoded audio itself."""
@@ -1182,8 +1179,6 @@ class LoadConfig:
 
 def run_load(config: LoadConfig) -> dict[str, Any]:
     """Run the benchmark and write ``<stem>.md`` and ``<stem>.json``; the JSON payload."""
-    from benchmarks.run import git_commit, machine_info
-
     machine = machine_info()
     log(f"index of {len(config.tracks)} tracks ({config.corpus})")
     built = ensure_index(config.tracks, config.cache_dir)
@@ -1239,7 +1234,7 @@ def run_load(config: LoadConfig) -> dict[str, Any]:
     durations = [t.duration_s for t in config.tracks]
     run: dict[str, Any] = {
         "command": config.command,
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": utc_now(),
         "commit": git_commit(),
         "machine": {**machine, "load_average_at_end": list(os.getloadavg())},
         "quick": config.quick,

@@ -23,12 +23,8 @@ the sped-up ones. Writes ``results/monitor.md`` and ``.json`` (``monitor-quick.*
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
 import io
-import json
 import os
-import sys
 import time
 import wave
 from collections.abc import Callable, Sequence
@@ -48,13 +44,12 @@ from acr.monitor import (
     Timeline,
     monitor,
 )
+from benchmarks import common
 from benchmarks import queries as qs
-from benchmarks.corpus import DEFAULT_CACHE_DIR, Track, decode_mono, ensure_corpus
+from benchmarks.corpus import Track, decode_mono, ensure_corpus
 from benchmarks.degrade import FloatArray, add_white_noise, mp3, speed
 from benchmarks.load import ensure_index
-from benchmarks.run import git_commit, machine_info, peak_rss_mb
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SEED = qs.SEED
 RATE = qs.SAMPLE_RATE
 """Rate at which broadcasts are assembled and written (16 kHz, as the query benchmark)."""
@@ -441,17 +436,14 @@ def render(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m benchmarks.monitor``."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.monitor", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="one 5-minute broadcast")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder")
-    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE_DIR, help="corpus cache")
+    parser = common.run_parser(
+        "benchmarks.monitor", __doc__, quick="one 5-minute broadcast", cache="corpus cache"
+    )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     began = time.perf_counter()
-    machine = machine_info()
-
-    def log(message: str) -> None:
-        print(f"[{time.perf_counter() - began:7.1f} s] {message}", file=sys.stderr, flush=True)
+    machine = common.machine_info()
+    log = common.progress_log(began)
 
     corpus = ensure_corpus(args.cache)
     refs, negs = list(corpus.references), list(corpus.negatives)
@@ -504,24 +496,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "as played": summarize(scores[:n], runs[:n]),
         f"sped up {100 * (BROADCAST_SPEED - 1):g} %": summarize(scores[n:], runs[n:]),
     }
-    command = "python -m benchmarks.monitor" + (" --quick" if args.quick else "")
     run = {
-        "mode": plan.name,
-        "command": command,
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": git_commit(),
+        **common.describe_run("benchmarks.monitor", plan.name, args.quick),
         "machine": {**machine, "load_average_at_end": list(os.getloadavg())},
         "seed": SEED,
         "plan": asdict(plan),
         "references": len(refs),
         "index": str(built.path),
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mb": common.peak_rss_mb(),
         "total_s": time.perf_counter() - began,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = "monitor" if plan.name == "full" else f"monitor-{plan.name}"
-    markdown = render(summary, runs, run)
-    (args.out / f"{stem}.md").write_text(markdown)
     payload = {
         "run": run,
         "summary": summary,
@@ -530,9 +514,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "truth": truths,
         "timelines": timelines,
     }
-    (args.out / f"{stem}.json").write_text(json.dumps(payload, indent=1, allow_nan=False))
-    print(markdown)
-    log(f"wrote {args.out / stem}.md and .json")
+    stem = common.write_results(args.out, "monitor", plan.name, render(summary, runs, run), payload)
+    log(f"wrote {stem}.md and .json")
     return 0
 
 

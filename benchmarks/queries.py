@@ -12,13 +12,13 @@ depend on iteration order.
 from __future__ import annotations
 
 import math
-import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import signal
 
+from benchmarks.common import stream_of
 from benchmarks.degrade import REGISTRY, Degradation, FloatArray, get
 
 SEED = 20261126
@@ -232,10 +232,6 @@ def _rng(kind: str, length_s: int, slot: int, stream: int, seed: int) -> np.rand
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
 
 
-def _stream_of(degradation: str) -> int:
-    return zlib.crc32(degradation.encode("utf-8"))
-
-
 def _dbfs(x: FloatArray) -> float:
     rms = math.sqrt(float(np.mean(np.square(x, dtype=np.float64)))) if x.size else 0.0
     return 20.0 * math.log10(max(rms, 1e-12))
@@ -363,7 +359,7 @@ def queries_for_track(
             _rng(clip.kind, clip.length_s, clip.slot, _START_STREAM, seed),
         )
         for name in degradations:
-            rng = _rng(clip.kind, clip.length_s, clip.slot, _stream_of(name), seed)
+            rng = _rng(clip.kind, clip.length_s, clip.slot, stream_of(name), seed)
             samples = degrade_clip(audio, sample_rate, start, clip.length_s, get(name), rng)
             yield Query(
                 query_id=f"{clip.kind[0]}-{clip.length_s}s-{clip.slot:03d}-{name}",

@@ -2,22 +2,34 @@
 
 Everything here is pure: :func:`summarize` turns the raw outcomes and the
 measured costs into a JSON-ready summary, :func:`render_markdown` turns that
-summary into ``audio.md``.
+summary into ``audio.md``. The sections of its tables the video report prints
+too (:func:`accuracy_sections`, :func:`false_positive_section`,
+:func:`closing_sections`) are rendered here for both.
 """
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from functools import partial
 from typing import Any
 
 import numpy as np
 
+from benchmarks import common
+from benchmarks.common import Target, fmt, pct, quantile
+
 OFFSET_TOLERANCE_S = 0.5
 """A top-1 answer is correct when the content is right and the offset within this."""
+
+_COPIES = (
+    "Counted as correct: {repeat} answers that point at a verbatim repeat of the clip "
+    "elsewhere in its track (looping game music) and {duplicate} that name another reference "
+    "track holding the same passage verbatim."
+)
+"""What the top-1 section says when answers pointing at a copy of the clip counted as
+correct (see :func:`accuracy_sections`)."""
 
 CONFIDENCE_BINS: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 THRESHOLDS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
@@ -110,31 +122,6 @@ class Outcome:
         return abs(self.offset_s - truth) * 1000.0
 
 
-@dataclass(frozen=True)
-class Target:
-    """One goal from the issue.
-
-    Attributes
-    ----------
-    label : str
-        What is measured.
-    key : str
-        Where the measured value is found in the summary (see :func:`_measured`).
-    target : float
-        Threshold.
-    higher_is_better : bool
-        Whether the measurement must be at least (True) or at most (False) the target.
-    unit : str
-        Unit for display.
-    """
-
-    label: str
-    key: str
-    target: float
-    higher_is_better: bool
-    unit: str
-
-
 TARGETS: tuple[Target, ...] = (
     Target("5 s clean, top-1", "acc:clean:5", 99.0, True, "%"),
     Target("5 s MP3 32 kbit/s, top-1", "acc:mp3_32k:5", 99.0, True, "%"),
@@ -167,24 +154,6 @@ TARGETS: tuple[Target, ...] = (
 """The issue's targets, in report order."""
 
 
-def publish(lines: Sequence[str], path: Path) -> None:
-    """Write a Markdown report, creating its folder, and print it."""
-    text = "\n".join(lines) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    print(text, end="")
-
-
-def _pct(hits: int, total: int) -> float | None:
-    return 100.0 * hits / total if total else None
-
-
-def _quantile(values: Sequence[float], q: float) -> float | None:
-    if not values:
-        return None
-    return float(np.quantile(np.asarray(values, dtype=np.float64), q))
-
-
 def _cells(
     outcomes: Iterable[Outcome], predicate: str
 ) -> dict[str, dict[str, dict[str, float | int | None]]]:
@@ -196,7 +165,7 @@ def _cells(
         cell[1] += 1
     table: dict[str, dict[str, dict[str, float | int | None]]] = {}
     for (deg, length), (hits, total) in counts.items():
-        table.setdefault(deg, {})[str(length)] = {"n": total, "pct": _pct(hits, total)}
+        table.setdefault(deg, {})[str(length)] = {"n": total, "pct": pct(hits, total)}
     return table
 
 
@@ -252,7 +221,7 @@ def summarize(
         cell[1] += 1
     wrong: dict[str, dict[str, dict[str, float | int | None]]] = {}
     for (deg, length), (hits, total) in wrong_cells.items():
-        wrong.setdefault(deg, {})[str(length)] = {"n": total, "pct": _pct(hits, total)}
+        wrong.setdefault(deg, {})[str(length)] = {"n": total, "pct": pct(hits, total)}
     summary["wrong_answer"] = wrong
 
     # Offset errors on correct matches.
@@ -266,16 +235,16 @@ def summarize(
         ]
         offsets["by_degradation"][deg] = {
             "n": len(errs),
-            "median_ms": _quantile(errs, 0.5),
-            "p95_ms": _quantile(errs, 0.95),
+            "median_ms": quantile(errs, 0.5),
+            "p95_ms": quantile(errs, 0.95),
             "timing_preserved": timing_preserved.get(deg, True),
         }
         if timing_preserved.get(deg, True):
             pooled.extend(errs)
     offsets["timing_preserved"] = {
         "n": len(pooled),
-        "median_ms": _quantile(pooled, 0.5),
-        "p95_ms": _quantile(pooled, 0.95),
+        "median_ms": quantile(pooled, 0.5),
+        "p95_ms": quantile(pooled, 0.95),
     }
     summary["offset_error"] = offsets
     summary["factors"] = _factor_errors(positives, factors or {})
@@ -289,12 +258,12 @@ def summarize(
             groups.setdefault(str(o.length_s) if by_length else o.degradation, []).append(o)
         for key, group in groups.items():
             hits = sum(o.matched_track is not None for o in group)
-            table[key] = {"n": len(group), "fp": hits, "pct": _pct(hits, len(group))}
+            table[key] = {"n": len(group), "fp": hits, "pct": pct(hits, len(group))}
     n_fp = sum(o.matched_track is not None for o in negatives)
     summary["false_positives"] = {
         "n": len(negatives),
         "fp": n_fp,
-        "pct": _pct(n_fp, len(negatives)),
+        "pct": pct(n_fp, len(negatives)),
         "by_length": fp_by_length,
         "by_degradation": fp_by_deg,
         "matched": sorted(
@@ -313,15 +282,15 @@ def summarize(
         values = [o.latency_ms for o in everything if o.length_s == length]
         latency[str(length)] = {
             "n": len(values),
-            "p50_ms": _quantile(values, 0.5),
-            "p95_ms": _quantile(values, 0.95),
+            "p50_ms": quantile(values, 0.5),
+            "p95_ms": quantile(values, 0.95),
             "max_ms": max(values) if values else None,
         }
     clean5 = [o.latency_ms for o in positives if o.length_s == 5 and o.degradation == "clean"]
     latency["5_clean"] = {
         "n": len(clean5),
-        "p50_ms": _quantile(clean5, 0.5),
-        "p95_ms": _quantile(clean5, 0.95),
+        "p50_ms": quantile(clean5, 0.5),
+        "p95_ms": quantile(clean5, 0.95),
         "max_ms": max(clean5) if clean5 else None,
     }
     summary["latency"] = latency
@@ -361,11 +330,11 @@ def _factor_errors(
             "n": len(found),
             "tempo": true_tempo,
             "pitch": true_pitch,
-            "tempo_err_median_pct": _quantile(tempo_err, 0.5),
-            "tempo_err_p95_pct": _quantile(tempo_err, 0.95),
-            "pitch_err_median_pct": _quantile(pitch_err, 0.5),
-            "pitch_err_p95_pct": _quantile(pitch_err, 0.95),
-            "within_1pct": _pct(both, len(found)),
+            "tempo_err_median_pct": quantile(tempo_err, 0.5),
+            "tempo_err_p95_pct": quantile(tempo_err, 0.95),
+            "pitch_err_median_pct": quantile(pitch_err, 0.5),
+            "pitch_err_p95_pct": quantile(pitch_err, 0.95),
+            "within_1pct": pct(both, len(found)),
         }
     return table
 
@@ -439,9 +408,9 @@ def calibration(
                 and o.candidate_confidence >= threshold
                 for o in group
             )
-            row["top1_pct"][str(length)] = _pct(hits, len(group))
+            row["top1_pct"][str(length)] = pct(hits, len(group))
         fps = sum(c >= threshold for c in groups["negative"])
-        row["fp_pct"] = _pct(fps, len(negatives))
+        row["fp_pct"] = pct(fps, len(negatives))
         sweep.append(row)
     return {
         "complete": complete,
@@ -469,46 +438,9 @@ def _measured(summary: Mapping[str, Any], key: str) -> float | None:
 
 
 def evaluate_targets(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Compare each of :data:`TARGETS` with its measurement.
-
-    Returns
-    -------
-    list of dict
-        ``label``, ``target``, ``unit``, ``measured``, ``passed`` and ``miss``
-        (how far the measurement falls short, 0 when passed).
-    """
-    rows = []
-    for t in TARGETS:
-        value = _measured(summary, t.key)
-        if value is None:
-            passed, miss = None, None
-        elif t.higher_is_better:
-            passed, miss = value >= t.target, max(0.0, t.target - value)
-        else:
-            passed, miss = value <= t.target, max(0.0, value - t.target)
-        rows.append(
-            {
-                "label": t.label,
-                "key": t.key,
-                "target": t.target,
-                "comparison": ">=" if t.higher_is_better else "<=",
-                "unit": t.unit,
-                "measured": value,
-                "passed": passed,
-                "miss": miss,
-            }
-        )
-    return rows
-
-
-def _fmt(value: float | None, digits: int = 1) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "—"
-    return f"{value:.{digits}f}"
-
-
-def _loads(values: Sequence[float] | None) -> str:
-    return "—" if not values else "/".join(f"{v:.2f}" for v in values)
+    """Compare each of :data:`TARGETS` with its measurement (see
+    :func:`benchmarks.common.evaluate_targets`)."""
+    return common.evaluate_targets(TARGETS, partial(_measured, summary))
 
 
 def _grid(
@@ -522,7 +454,7 @@ def _grid(
         cells = []
         for length in lengths:
             cell = table.get(deg, {}).get(str(length))
-            cells.append("—" if cell is None else _fmt(cell["pct"]))
+            cells.append("—" if cell is None else fmt(cell["pct"]))
         lines.append(f"| {deg} | " + " | ".join(cells) + " |")
     return lines
 
@@ -535,6 +467,188 @@ def _cell_counts(
         ns = {cell["n"] for deg in table.values() if (cell := deg.get(str(length)))}
         parts.append(f"{length} s: {'/'.join(str(n) for n in sorted(ns))}")
     return ", ".join(parts)
+
+
+# The sections below render the tables of :func:`summarize`; the audio and the
+# video report both print them, naming what is indexed a "track" or an "item".
+
+
+def accuracy_sections(
+    summary: Mapping[str, Any],
+    degradations: Sequence[str],
+    lengths: Sequence[int],
+    *,
+    equivalent: str,
+    wrong: str,
+) -> list[str]:
+    """Top-1, content-only and wrong-answer rates by degradation and length.
+
+    Parameters
+    ----------
+    summary : Mapping
+        Output of :func:`summarize`.
+    degradations : sequence of str
+        Rows, in table order.
+    lengths : sequence of int
+        Columns: query lengths in seconds.
+    equivalent : str
+        Paragraph under the top-1 heading when answers pointing at a copy of
+        the clip counted as correct: a format string of their counts,
+        ``{repeat}`` (in the same track or item) and ``{duplicate}`` (in another).
+    wrong : str
+        What a wrong answer returned, for the last heading.
+
+    Returns
+    -------
+    list of str
+        Markdown lines.
+    """
+    lines = [
+        f"## Top-1 accuracy, % (right content and offset within {OFFSET_TOLERANCE_S} s)",
+        "",
+    ]
+    copies = summary.get("equivalent_answers") or {}
+    if copies:
+        counts = {"repeat": copies.get("repeat", 0), "duplicate": copies.get("duplicate", 0)}
+        lines += [equivalent.format(**counts), ""]
+    lines += [
+        *_grid(summary["top1"], degradations, lengths),
+        "",
+        "## Content-only accuracy, % (right content, any offset)",
+        "",
+        *_grid(summary["content_only"], degradations, lengths),
+        "",
+        f"## Wrong answers on indexed content, % ({wrong})",
+        "",
+        *_grid(summary["wrong_answer"], degradations, lengths),
+        "",
+    ]
+    return lines
+
+
+def false_positive_section(
+    material: str,
+    fp: Mapping[str, Any],
+    degradations: Sequence[str],
+    lengths: Sequence[int],
+    by_kind: Sequence[str] = (),
+) -> list[str]:
+    """False positives on the negatives, overall, by length and by degradation.
+
+    Parameters
+    ----------
+    material : str
+        What the negatives are, for the heading.
+    fp : Mapping
+        ``false_positives`` of :func:`summarize`.
+    degradations : sequence of str
+        Rows of the degradation table.
+    lengths : sequence of int
+        Rows of the length table.
+    by_kind : sequence of str
+        Markdown lines of a table of the benchmark's own, printed first.
+
+    Returns
+    -------
+    list of str
+        Markdown lines.
+    """
+    lines = [
+        f"## False positives on never-indexed {material}",
+        "",
+        f"Any match returned (default threshold): {fp['fp']} of {fp['n']} = {fmt(fp['pct'], 2)}%.",
+        "",
+        *by_kind,
+        "| length | n | false positives | % |",
+        "|---|---:|---:|---:|",
+    ]
+    for length in lengths:
+        row = fp["by_length"].get(str(length))
+        if row:
+            lines.append(f"| {length} s | {row['n']} | {row['fp']} | {fmt(row['pct'], 2)} |")
+    lines += ["", "| degradation | n | false positives | % |", "|---|---:|---:|---:|"]
+    for deg in degradations:
+        row = fp["by_degradation"].get(deg)
+        if row:
+            lines.append(f"| {deg} | {row['n']} | {row['fp']} | {fmt(row['pct'], 2)} |")
+    if fp["matched"]:
+        lines += ["", "Matched negatives: " + "; ".join(f"`{m}`" for m in fp["matched"][:20])]
+    lines.append("")
+    return lines
+
+
+def closing_sections(
+    summary: Mapping[str, Any], run: Mapping[str, Any], lengths: Sequence[int], thing: str
+) -> list[str]:
+    """Calibration, frequent confusions, matcher errors, the degradations and the method.
+
+    Parameters
+    ----------
+    summary : Mapping
+        Output of :func:`summarize`.
+    run : Mapping
+        Run description with ``degradations`` (name -> description) and ``method``.
+    lengths : sequence of int
+        Query lengths, one column each of the threshold sweep.
+    thing : str
+        What is indexed (``"track"``, ``"item"``).
+
+    Returns
+    -------
+    list of str
+        Markdown lines.
+    """
+    cal = summary["calibration"]
+    lines = ["## Confidence calibration", ""]
+    if cal["complete"]:
+        lines.append("Best candidate of every query with no threshold (raw values in the JSON).")
+    else:
+        lines.append(
+            "Quick run: only matches the default threshold returned (sub-threshold "
+            "candidates are collected by the full run)."
+        )
+    lines += [
+        "",
+        f"| confidence | correct | right {thing}, offset off | wrong {thing} | negatives |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    bins = cal["bins"]
+    hist = cal["histogram"]
+    for i in range(len(bins) - 1):
+        lines.append(
+            f"| {bins[i]:.2f}-{bins[i + 1]:.2f} | {hist['correct'][i]} | "
+            f"{hist['wrong_offset'][i]} | {hist['wrong_track'][i]} | {hist['negative'][i]} |"
+        )
+    lines += [
+        "",
+        "Top-1 accuracy (all degradations) and false positives if the threshold were "
+        f"each value (default {cal['default_threshold']:g}):",
+        "",
+        "| threshold | " + " | ".join(f"top-1 {n} s %" for n in lengths) + " | false positives % |",
+        "|---:|" + "---:|" * (len(lengths) + 1),
+    ]
+    for row in cal["sweep"]:
+        cells = " | ".join(fmt(row["top1_pct"].get(str(n))) for n in lengths)
+        lines.append(f"| {row['threshold']:.2f} | {cells} | {fmt(row['fp_pct'], 2)} |")
+    lines.append("")
+    if summary["confusions"]:
+        lines += [
+            f"## Most frequent wrong answers (true {thing} -> returned {thing})",
+            "",
+            "| true | returned | count |",
+            "|---|---|---:|",
+            *(f"| {c['true']} | {c['returned']} | {c['count']} |" for c in summary["confusions"]),
+            "",
+        ]
+    if summary["errors"]:
+        errors = ", ".join(f"{k}: {v}" for k, v in summary["errors"].items())
+        lines += [f"Matcher errors: {errors}", ""]
+    lines += ["## Degradations", ""]
+    lines += [f"- `{name}`: {description}" for name, description in run["degradations"].items()]
+    lines += ["", "## Method", ""]
+    lines += [f"- {line}" for line in run["method"]]
+    lines.append("")
+    return lines
 
 
 def render_markdown(summary: Mapping[str, Any], run: Mapping[str, Any]) -> str:
@@ -557,79 +671,33 @@ def render_markdown(summary: Mapping[str, Any], run: Mapping[str, Any]) -> str:
     lengths: list[int] = list(run["lengths"])
     degradations: list[str] = list(run["degradations"])
     costs = summary["costs"]
-    machine = run["machine"]
     corpus = run["corpus"]
-    out: list[str] = []
-    add = out.append
-    add(f"# Audio benchmark ({run['mode']} run)")
-    add("")
-    add(f"Produced by `{run['command']}` on {run['date']}.")
-    add("")
-    add(f"- Commit: `{run['commit'] or 'unknown'}`")
-    add(
-        f"- Machine: {machine['cpu_model']}, {machine['cores']} cores "
-        f"({machine['usable_cores']} usable), {machine['memory_gb']:.1f} GB RAM, "
-        f"{machine['platform']}, Python {machine['python']}; load average (1/5/15 min) "
-        f"{_loads(machine.get('load_average_at_start'))} at start, "
-        f"{_loads(machine.get('load_average_at_end'))} at end"
-    )
-    add(f"- Seed: {run['seed']}; queries cut and degraded at {run['query_sample_rate']} Hz")
     packages = ", ".join(f"`{p['package']}` {p['version']}" for p in run["packages"])
-    add(f"- Debian packages: {packages}")
-    add(
-        f"- References (indexed): {corpus['references']} tracks, "
-        f"{corpus['reference_hours']:.2f} h; negatives (never indexed): "
-        f"{corpus['negatives']} tracks, {corpus['negative_hours']:.2f} h"
+    out = common.report_header(
+        "Audio benchmark",
+        run,
+        [
+            f"- Seed: {run['seed']}; queries cut and degraded at {run['query_sample_rate']} Hz",
+            f"- Debian packages: {packages}",
+            f"- References (indexed): {corpus['references']} tracks, "
+            f"{corpus['reference_hours']:.2f} h; negatives (never indexed): "
+            f"{corpus['negatives']} tracks, {corpus['negative_hours']:.2f} h",
+            f"- Queries: {corpus['positive_queries']} positive "
+            f"({_cell_counts(summary['top1'], lengths)} per cell), "
+            f"{corpus['negative_queries']} negative",
+        ],
     )
-    add(
-        f"- Queries: {corpus['positive_queries']} positive "
-        f"({_cell_counts(summary['top1'], lengths)} per cell), "
-        f"{corpus['negative_queries']} negative"
-    )
-    add(f"- Total wall time: {run['timings']['total_s']:.0f} s")
-    add("")
-
-    add("## Targets")
-    add("")
-    add("| target | goal | measured | pass | miss |")
-    add("|---|---:|---:|:---:|---:|")
-    for t in summary["targets"]:
-        verdict = {True: "pass", False: "**FAIL**", None: "—"}[t["passed"]]
-        miss = "" if not t["miss"] else f"{_fmt(t['miss'], 2)} {t['unit']}"
-        add(
-            f"| {t['label']} | {t['comparison']} {t['target']:g} {t['unit']} | "
-            f"{_fmt(t['measured'], 2)} {t['unit']} | {verdict} | {miss} |"
-        )
-    add("")
-
-    add(f"## Top-1 accuracy, % (right content and offset within {OFFSET_TOLERANCE_S} s)")
-    add("")
-    equivalent = summary.get("equivalent_answers") or {}
-    if equivalent:
-        add(
-            f"Counted as correct: {equivalent.get('repeat', 0)} answers that point at a verbatim "
-            "repeat of the clip elsewhere in its track (looping game music) and "
-            f"{equivalent.get('duplicate', 0)} that name another reference track holding the "
-            "same passage verbatim."
-        )
-        add("")
-    out.extend(_grid(summary["top1"], degradations, lengths))
-    add("")
-    add("## Content-only accuracy, % (right content, any offset)")
-    add("")
-    out.extend(_grid(summary["content_only"], degradations, lengths))
-    add("")
-    add("## Wrong answers on indexed content, % (a different track returned)")
-    add("")
-    out.extend(_grid(summary["wrong_answer"], degradations, lengths))
-    add("")
+    add = out.append
+    out.extend(common.targets_section(summary["targets"]))
+    wrong = "a different track returned"
+    out.extend(accuracy_sections(summary, degradations, lengths, equivalent=_COPIES, wrong=wrong))
 
     add("## Offset error on correct matches (all lengths)")
     add("")
     pooled = summary["offset_error"]["timing_preserved"]
     add(
         f"Degradations that keep timing (no speed/tempo change): median "
-        f"{_fmt(pooled['median_ms'])} ms, p95 {_fmt(pooled['p95_ms'])} ms over {pooled['n']} "
+        f"{fmt(pooled['median_ms'])} ms, p95 {fmt(pooled['p95_ms'])} ms over {pooled['n']} "
         "matches."
     )
     add("")
@@ -640,7 +708,7 @@ def render_markdown(summary: Mapping[str, Any], run: Mapping[str, Any]) -> str:
         if row is None:
             continue
         kept = "yes" if row["timing_preserved"] else "no"
-        add(f"| {deg} | {row['n']} | {_fmt(row['median_ms'])} | {_fmt(row['p95_ms'])} | {kept} |")
+        add(f"| {deg} | {row['n']} | {fmt(row['median_ms'])} | {fmt(row['p95_ms'])} | {kept} |")
     add("")
 
     if summary.get("factors"):
@@ -654,34 +722,13 @@ def render_markdown(summary: Mapping[str, Any], run: Mapping[str, Any]) -> str:
         for deg, row in summary["factors"].items():
             add(
                 f"| {deg} | {row['tempo']:.4f} | {row['pitch']:.4f} | {row['n']} | "
-                f"{_fmt(row['tempo_err_median_pct'], 2)} / {_fmt(row['tempo_err_p95_pct'], 2)} | "
-                f"{_fmt(row['pitch_err_median_pct'], 2)} / {_fmt(row['pitch_err_p95_pct'], 2)} | "
-                f"{_fmt(row['within_1pct'])} |"
+                f"{fmt(row['tempo_err_median_pct'], 2)} / {fmt(row['tempo_err_p95_pct'], 2)} | "
+                f"{fmt(row['pitch_err_median_pct'], 2)} / {fmt(row['pitch_err_p95_pct'], 2)} | "
+                f"{fmt(row['within_1pct'])} |"
             )
         add("")
 
-    fp = summary["false_positives"]
-    add("## False positives on never-indexed music")
-    add("")
-    add(f"Any match returned (default threshold): {fp['fp']} of {fp['n']} = {_fmt(fp['pct'], 2)}%.")
-    add("")
-    add("| length | n | false positives | % |")
-    add("|---|---:|---:|---:|")
-    for length in lengths:
-        row = fp["by_length"].get(str(length))
-        if row:
-            add(f"| {length} s | {row['n']} | {row['fp']} | {_fmt(row['pct'], 2)} |")
-    add("")
-    add("| degradation | n | false positives | % |")
-    add("|---|---:|---:|---:|")
-    for deg in degradations:
-        row = fp["by_degradation"].get(deg)
-        if row:
-            add(f"| {deg} | {row['n']} | {row['fp']} | {_fmt(row['pct'], 2)} |")
-    if fp["matched"]:
-        add("")
-        add("Matched negatives: " + "; ".join(f"`{m}`" for m in fp["matched"][:20]))
-    add("")
+    out.extend(false_positive_section("music", summary["false_positives"], degradations, lengths))
 
     add("## Cost")
     add("")
@@ -693,90 +740,36 @@ def render_markdown(summary: Mapping[str, Any], run: Mapping[str, Any]) -> str:
     for key, row in summary["latency"].items():
         label = "5 s (clean only)" if key == "5_clean" else f"{key} s"
         add(
-            f"| {label} | {row['n']} | {_fmt(row['p50_ms'])} | {_fmt(row['p95_ms'])} | "
-            f"{_fmt(row['max_ms'])} |"
+            f"| {label} | {row['n']} | {fmt(row['p50_ms'])} | {fmt(row['p95_ms'])} | "
+            f"{fmt(row['max_ms'])} |"
         )
     add("")
     add("| measure | value |")
     add("|---|---:|")
     add(
         f"| extraction from decoded PCM ({costs['extract_audio_hours']:.2f} h) | "
-        f"{_fmt(costs['extract_xrt_per_core'], 0)}x real time per core (CPU time), "
-        f"{_fmt(costs['extract_xrt_wall'], 0)}x wall |"
+        f"{fmt(costs['extract_xrt_per_core'], 0)}x real time per core (CPU time), "
+        f"{fmt(costs['extract_xrt_wall'], 0)}x wall |"
     )
     add(
-        f"| extraction including decode | {_fmt(costs['decode_extract_xrt_per_core'], 0)}x "
-        f"real time per core, {_fmt(costs['decode_extract_xrt_wall'], 0)}x wall |"
+        f"| extraction including decode | {fmt(costs['decode_extract_xrt_per_core'], 0)}x "
+        f"real time per core, {fmt(costs['decode_extract_xrt_wall'], 0)}x wall |"
     )
     add(
-        f"| index build ({costs['index_method']}) | {_fmt(costs['index_build_s'])} s wall "
-        f"({_fmt(costs['index_build_xrt'], 0)}x real time) |"
+        f"| index build ({costs['index_method']}) | {fmt(costs['index_build_s'])} s wall "
+        f"({fmt(costs['index_build_xrt'], 0)}x real time) |"
     )
     add(
         f"| index size | {costs['index_bytes']:,} bytes = "
-        f"{_fmt(costs['index_mb_per_hour'], 3)} MB per hour of audio |"
+        f"{fmt(costs['index_mb_per_hour'], 3)} MB per hour of audio |"
     )
     add(
         f"| codes indexed | {costs['index_codes']:,} "
-        f"({_fmt(costs['codes_per_second'])} per second of audio) |"
+        f"({fmt(costs['codes_per_second'])} per second of audio) |"
     )
-    add(f"| peak memory (ru_maxrss) | {_fmt(costs['peak_rss_mb'], 0)} MB |")
-    add(f"| query generation (cut + degrade) | {_fmt(run['timings']['query_generation_s'])} s |")
+    add(f"| peak memory (ru_maxrss) | {fmt(costs['peak_rss_mb'], 0)} MB |")
+    add(f"| query generation (cut + degrade) | {fmt(run['timings']['query_generation_s'])} s |")
     add("")
 
-    cal = summary["calibration"]
-    add("## Confidence calibration")
-    add("")
-    if cal["complete"]:
-        add("Best candidate of every query with no threshold (raw values in the JSON).")
-    else:
-        add(
-            "Quick run: only matches the default threshold returned (sub-threshold "
-            "candidates are collected by the full run)."
-        )
-    add("")
-    add("| confidence | correct | right track, offset off | wrong track | negatives |")
-    add("|---|---:|---:|---:|---:|")
-    bins = cal["bins"]
-    hist = cal["histogram"]
-    for i in range(len(bins) - 1):
-        add(
-            f"| {bins[i]:.2f}-{bins[i + 1]:.2f} | {hist['correct'][i]} | "
-            f"{hist['wrong_offset'][i]} | {hist['wrong_track'][i]} | {hist['negative'][i]} |"
-        )
-    add("")
-    add(
-        "Top-1 accuracy (all degradations) and false positives if the threshold were "
-        f"each value (default {cal['default_threshold']:g}):"
-    )
-    add("")
-    add("| threshold | " + " | ".join(f"top-1 {n} s %" for n in lengths) + " | false positives % |")
-    add("|---:|" + "---:|" * (len(lengths) + 1))
-    for row in cal["sweep"]:
-        cells = " | ".join(_fmt(row["top1_pct"].get(str(n))) for n in lengths)
-        add(f"| {row['threshold']:.2f} | {cells} | {_fmt(row['fp_pct'], 2)} |")
-    add("")
-
-    if summary["confusions"]:
-        add("## Most frequent wrong answers (true track -> returned track)")
-        add("")
-        add("| true | returned | count |")
-        add("|---|---|---:|")
-        for c in summary["confusions"]:
-            add(f"| {c['true']} | {c['returned']} | {c['count']} |")
-        add("")
-    if summary["errors"]:
-        add("Matcher errors: " + ", ".join(f"{k}: {v}" for k, v in summary["errors"].items()))
-        add("")
-
-    add("## Degradations")
-    add("")
-    for name, description in run["degradations"].items():
-        add(f"- `{name}`: {description}")
-    add("")
-    add("## Method")
-    add("")
-    for line in run["method"]:
-        add(f"- {line}")
-    add("")
+    out.extend(closing_sections(summary, run, lengths, "track"))
     return "\n".join(out)

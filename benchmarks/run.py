@@ -8,13 +8,9 @@ with the raw numbers into the output folder.
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
 import importlib
 import json
 import os
-import platform
-import resource
 import shutil
 import sys
 import time
@@ -31,101 +27,18 @@ from acr.errors import AcrError
 from acr.matching import CONFIDENCE_MIDPOINT, CONFIDENCE_SLOPE, DEFAULT_MIN_CONFIDENCE
 from acr.signals.audio import SAMPLE_RATE, fingerprint_reference
 from acr.signals.audio.decode import decode_audio
+from benchmarks import common
 from benchmarks import queries as qs
-from benchmarks.corpus import DEFAULT_CACHE_DIR, Corpus, Track, decode_mono, ensure_corpus
+from benchmarks.corpus import Corpus, Track, decode_mono, ensure_corpus
 from benchmarks.degrade import FloatArray
 from benchmarks.degrade import get as get_degradation
 from benchmarks.report import OFFSET_TOLERANCE_S, Outcome, render_markdown, summarize
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 _NO_BAR = not sys.stderr.isatty()
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-# -- environment ------------------------------------------------------------------------------
-
-
-def git_commit(root: Path = REPO_ROOT) -> str | None:
-    """The checked-out commit, read from ``.git`` directly (no ``git`` process)."""
-    git_dir = root / ".git"
-    try:
-        if git_dir.is_file():  # a worktree: "gitdir: <path>"
-            git_dir = (root / git_dir.read_text().split(":", 1)[1].strip()).resolve()
-        head = (git_dir / "HEAD").read_text().strip()
-        if not head.startswith("ref:"):
-            return head
-        ref = head.split(":", 1)[1].strip()
-        for base in (git_dir, _common_dir(git_dir)):
-            loose = base / ref
-            if loose.is_file():
-                return loose.read_text().strip()
-            packed = base / "packed-refs"
-            if packed.is_file():
-                for line in packed.read_text().splitlines():
-                    parts = line.split()
-                    if len(parts) == 2 and parts[1] == ref:
-                        return parts[0]
-    except OSError:
-        return None
-    return None
-
-
-def _common_dir(git_dir: Path) -> Path:
-    common = git_dir / "commondir"
-    return (git_dir / common.read_text().strip()).resolve() if common.is_file() else git_dir
-
-
-def cpu_model() -> str:
-    """The processor's model name (from /proc/cpuinfo where there is one)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def machine_info() -> dict[str, Any]:
-    """CPU model, core counts, memory, OS and library versions."""
-    memory_gb = float("nan")
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                memory_gb = int(line.split()[1]) / 1024 / 1024
-                break
-    except OSError:
-        pass
-    versions: dict[str, str] = {}
-    for name in ("numpy", "scipy", "av", "soxr", "faiss"):
-        try:
-            versions[name] = str(getattr(importlib.import_module(name), "__version__", "?"))
-        except ImportError:
-            versions[name] = "missing"
-    return {
-        "cpu_model": cpu_model(),
-        "cores": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)),
-        "memory_gb": memory_gb,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "versions": versions,
-        "load_average_at_start": list(os.getloadavg()),
-    }
 
 
 def _progress(items: Sequence[Track], desc: str, unit: str) -> Iterator[Track]:
     yield from tqdm(items, desc=desc, unit=unit, file=sys.stderr, disable=_NO_BAR)
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (``ru_maxrss``), in MB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def dir_bytes(path: Path) -> int:
-    """Total size of the regular files under ``path``."""
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 # -- measurements -----------------------------------------------------------------------------
@@ -524,22 +437,18 @@ METHOD_NOTES: tuple[str, ...] = (
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m benchmarks.run``."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
-    parser.add_argument(
-        "--quick", action="store_true", help="smoke run: 12 tracks, one clip per cell"
-    )
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder")
-    parser.add_argument(
-        "--cache", type=Path, default=DEFAULT_CACHE_DIR, help="download and index cache"
+    parser = common.run_parser(
+        "benchmarks.run",
+        __doc__,
+        quick="smoke run: 12 tracks, one clip per cell",
+        cache="download and index cache",
     )
     args = parser.parse_args(argv)
     plan = qs.QUICK_PLAN if args.quick else qs.FULL_PLAN
     started = time.perf_counter()
     timings: dict[str, float] = {}
-    machine = machine_info()  # load average before this run adds its own
-
-    def log(message: str) -> None:
-        print(f"[{time.perf_counter() - started:7.1f} s] {message}", file=sys.stderr, flush=True)
+    machine = common.machine_info()  # load average before this run adds its own
+    log = common.progress_log(started)
 
     log("fetching corpus")
     t0 = time.perf_counter()
@@ -561,14 +470,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     index_dir = args.cache.resolve() / f"index-{plan.name}"
     content_ids, build_s, method = build_index(index_dir, refs)
     reference_hours = sum(t.duration_s for t in refs) / 3600.0
-    index_bytes = dir_bytes(index_dir)
+    index_bytes = common.dir_bytes(index_dir)
     costs.update(
         index_method=method,
         index_build_s=build_s,
         index_build_xrt=reference_hours * 3600.0 / build_s,
         index_bytes=index_bytes,
         index_mb_per_hour=index_bytes / 1e6 / reference_hours,
-        peak_rss_after_index_mb=peak_rss_mb(),
+        peak_rss_after_index_mb=common.peak_rss_mb(),
     )
     timings["index_build_s"] = build_s
 
@@ -611,7 +520,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     timings["query_decode_s"] = dec_p + dec_n
     timings["query_generation_s"] = gen_p + gen_n
     timings["matching_s"] = sum(o.latency_ms for o in [*positives, *negatives]) / 1000.0
-    costs["peak_rss_mb"] = peak_rss_mb()
+    costs["peak_rss_mb"] = common.peak_rss_mb()
     timings["total_s"] = time.perf_counter() - started
     load_at_end = list(os.getloadavg())
 
@@ -631,12 +540,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         calibrated=not args.quick,
         default_threshold=DEFAULT_MIN_CONFIDENCE,
     )
-    command = "python -m benchmarks.run" + (" --quick" if args.quick else "")
     run: dict[str, Any] = {
-        "mode": plan.name,
-        "command": command,
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": git_commit(),
+        **common.describe_run("benchmarks.run", plan.name, args.quick),
         "machine": {**machine, "load_average_at_end": load_at_end},
         "seed": qs.SEED,
         "confidence_model": {
@@ -666,10 +571,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "timings": timings,
         "method": list(METHOD_NOTES),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = "audio" if plan.name == "full" else f"audio-{plan.name}"
-    markdown = render_markdown(summary, run)
-    (args.out / f"{stem}.md").write_text(markdown)
     payload = {
         "run": run,
         "summary": summary,
@@ -677,9 +578,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             {**asdict(o), "offset_error_ms": o.offset_error_ms} for o in [*positives, *negatives]
         ],
     }
-    (args.out / f"{stem}.json").write_text(json.dumps(payload, indent=1, allow_nan=False))
-    print(markdown)
-    log(f"wrote {args.out / stem}.md and .json")
+    stem = common.write_results(
+        args.out, "audio", plan.name, render_markdown(summary, run), payload
+    )
+    log(f"wrote {stem}.md and .json")
     return 0
 
 

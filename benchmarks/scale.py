@@ -31,7 +31,6 @@ import argparse
 import json
 import os
 import pickle
-import resource
 import subprocess
 import sys
 import threading
@@ -52,12 +51,12 @@ from acr.search import HIT_BUDGET, NOMINATION_HITS, NOMINEES, Identification, Qu
 from acr.signals.audio import AudioSignal
 from acr.signals.audio.codes import CODE_BITS, DT_BITS, F1_BITS, RATIO_BITS
 from acr.signals.base import Fingerprints
+from benchmarks.common import REPO_ROOT, RESULTS_DIR, git_commit, machine_info, peak_rss_mb
 from benchmarks.corpus import DEFAULT_CACHE_DIR, Track, decode_mono, ensure_corpus
 from benchmarks.degrade import add_white_noise
-from benchmarks.run import REPO_ROOT, git_commit, machine_info
 
 SCALE_CACHE = DEFAULT_CACHE_DIR / "scale"
-RESULTS = REPO_ROOT / "benchmarks" / "results" / "scale.md"
+RESULTS = RESULTS_DIR / "scale.md"
 HOURS = (10, 100, 1000, 10000)
 DISTRACTOR_HOURS = 1.0
 """Length of one distractor content (a TV programme, say)."""
@@ -445,7 +444,7 @@ def measure_size(
         "rss_before_mb": rss_before,
         "rss_loaded_mb": rss_loaded,
         "rss_after_mb": rss_mb(),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "peak_rss_mb": peak_rss_mb(),
         "queries": len(catalogue.queries),
         "match_ms_p50": ms(50),
         "match_ms_p95": ms(95),

@@ -15,7 +15,6 @@ and wrong answers alike; answers are judged as the main benchmark judges them
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,9 +26,9 @@ import benchmarks.queries as qs
 from acr import Index
 from acr.errors import AcrError
 from acr.matching import DEFAULT_MIN_CONFIDENCE
+from benchmarks.common import RESULTS_DIR, git_commit, publish, utc_now
 from benchmarks.corpus import DEFAULT_CACHE_DIR, Track, decode_mono, ensure_corpus
-from benchmarks.report import publish
-from benchmarks.run import RESULTS_DIR, Judge, full_index, git_commit
+from benchmarks.run import Judge, full_index
 
 SEED = 4242
 POLICIES = {"never": 0.0, "up to 1.5 s": 1.5, "up to 2.5 s": 2.5}
@@ -95,7 +94,7 @@ def report(
         "# Short samples: a second fingerprinting pass half a hop in",
         "",
         f"Produced by `python -m benchmarks.short_samples` on "
-        f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M UTC}, commit `{git_commit() or 'unknown'}`.",
+        f"{utc_now()}, commit `{git_commit() or 'unknown'}`.",
         f"Seed {SEED} (not the main benchmark's); {corpus_note}. A cell is the share of right "
         "answers whose confidence is above the strongest one reached by that length's "
         "negatives under the same policy (which keeps every negative out). In use: "

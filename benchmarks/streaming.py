@@ -20,15 +20,11 @@ stream up to its answer (``benchmarks.run.Judge``).
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
 import json
 import math
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,10 +32,11 @@ import numpy as np
 from acr import Index
 from acr.matching import DEFAULT_MIN_CONFIDENCE
 from acr.streaming import WARP_INTERVAL_S, LookPlan, StreamMatcher, evidence_from_confidence
+from benchmarks import common
 from benchmarks import queries as qs
-from benchmarks.corpus import DEFAULT_CACHE_DIR, decode_mono, ensure_corpus
+from benchmarks.corpus import decode_mono, ensure_corpus
 from benchmarks.degrade import get as get_degradation
-from benchmarks.run import RESULTS_DIR, Judge, build_index, git_commit, machine_info
+from benchmarks.run import Judge, build_index
 
 CLIP_S = 10
 """Clip length: the stream's maximum duration."""
@@ -320,10 +317,7 @@ def summarize(outcomes: Sequence[StreamOutcome], plan: LookPlan) -> dict[str, An
 def render(summary: dict[str, Any], run: dict[str, Any]) -> str:
     look = run["look_plan"]
     lines = [
-        f"# Streaming benchmark ({run['mode']} run)",
-        "",
-        f"Produced by `{run['command']}` on {run['date']}.",
-        "",
+        *common.title_lines("Streaming benchmark", run),
         f"- Commit: `{run['commit']}`; seed {run['seed']}; machine: {run['machine']}",
         f"- References: {run['references']} tracks indexed; negatives: {run['negatives']} "
         "never-indexed tracks",
@@ -415,12 +409,17 @@ def render(summary: dict[str, Any], run: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _json(payload: Any) -> str:
+    """``payload`` as JSON with the rates of empty groups (NaN, -inf) as null."""
+    text = json.dumps(payload, indent=1, default=lambda x: None)
+    return text.replace("-Infinity", "null").replace("NaN", "null")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m benchmarks.streaming``."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.streaming", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="smoke run: 12 tracks")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder")
-    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE_DIR, help="corpus cache")
+    parser = common.run_parser(
+        "benchmarks.streaming", __doc__, quick="smoke run: 12 tracks", cache="corpus cache"
+    )
     parser.add_argument(
         "--warp-interval",
         type=float,
@@ -432,10 +431,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     plan = QUICK if args.quick else FULL
     look_plan = LookPlan(max_s=float(CLIP_S))
     started = time.perf_counter()
-    machine = machine_info()
-
-    def log(message: str) -> None:
-        print(f"[{time.perf_counter() - started:7.1f} s] {message}", file=sys.stderr, flush=True)
+    machine = common.machine_info()
+    log = common.progress_log(started)
 
     corpus = ensure_corpus(args.cache)
     refs = [
@@ -472,12 +469,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         )
             log(f"{kind}s done: {sum(o.kind == kind for o in outcomes)} streams")
     summary = summarize(outcomes, look_plan)
-    command = "python -m benchmarks.streaming" + (" --quick" if args.quick else "")
     run: dict[str, Any] = {
-        "mode": plan.name,
-        "command": command,
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": git_commit(),
+        **common.describe_run("benchmarks.streaming", plan.name, args.quick),
         "machine": f"{machine['cpu_model']}, {machine['usable_cores']} usable cores",
         "seed": qs.SEED,
         "references": len(refs),
@@ -493,10 +486,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "default_min_confidence": DEFAULT_MIN_CONFIDENCE,
         "wall_s": time.perf_counter() - started,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = "streaming" if plan.name == "full" else f"streaming-{plan.name}"
-    markdown = render(summary, run)
-    (args.out / f"{stem}.md").write_text(markdown)
     payload = {
         "run": run,
         "summary": summary,
@@ -506,10 +495,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             for o in outcomes
         ],
     }
-    text = json.dumps(payload, indent=1, default=lambda x: None)
-    (args.out / f"{stem}.json").write_text(text.replace("-Infinity", "null").replace("NaN", "null"))
-    print(markdown)
-    log(f"wrote {args.out / stem}.md and .json")
+    stem = common.write_results(
+        args.out, "streaming", plan.name, render(summary, run), payload, _json
+    )
+    log(f"wrote {stem}.md and .json")
     return 0
 
 

@@ -14,7 +14,6 @@ would let through at the default threshold. Writes
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,11 +24,11 @@ from acr.errors import AcrError
 from acr.matching import CONFIDENCE_MIDPOINT, CONFIDENCE_SLOPE, DEFAULT_MIN_CONFIDENCE
 from acr.search import WARP_PENALTY, WARPS, Query, best_warp
 from acr.signals.audio.warp import IDENTITY
+from benchmarks.common import RESULTS_DIR, git_commit, publish, utc_now
 from benchmarks.corpus import DEFAULT_CACHE_DIR, decode_mono, ensure_corpus
 from benchmarks.degrade import get as get_degradation
 from benchmarks.queries import SAMPLE_RATE
-from benchmarks.report import publish
-from benchmarks.run import RESULTS_DIR, full_index, git_commit
+from benchmarks.run import full_index
 
 SEED = 4242
 LENGTHS_S = (1, 2, 3, 5, 10)
@@ -96,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "# Warp penalty (fit on never-indexed music)",
         "",
         f"Produced by `python -m benchmarks.warp_penalty` on "
-        f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M UTC}, commit `{git_commit() or 'unknown'}`.",
+        f"{utc_now()}, commit `{git_commit() or 'unknown'}`.",
         f"{len(rows)} clips ({', '.join(map(str, LENGTHS_S))} s; {', '.join(DEGRADATIONS)}) "
         f"of the {len(corpus.negatives)} never-indexed tracks, seed {SEED}; "
         f"{len(WARPS)} warps searched. Default threshold: evidence {threshold:.1f}.",

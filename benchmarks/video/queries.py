@@ -14,13 +14,13 @@ material frozen for the whole clip (``static``).
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks.common import stream_of
 from benchmarks.video.corpus import (
     FPS,
     FULL_CATALOGUE,
@@ -195,11 +195,6 @@ def rng_for(spec: ClipSpec, stream: int) -> np.random.Generator:
     """The generator of one purpose (``stream``) of one clip."""
     key = (_KIND_CODES[spec.kind], spec.slot, stream)
     return np.random.default_rng(np.random.SeedSequence(SEED, spawn_key=key))
-
-
-def stream_of(name: str) -> int:
-    """Generator stream of a degradation (stable across runs and orders)."""
-    return zlib.crc32(name.encode("utf-8"))
 
 
 def low_information_share(item: Item, start_s: float, length_s: float) -> float:

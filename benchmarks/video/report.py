@@ -3,49 +3,36 @@
 The tables common to audio and video (accuracy by degradation and length,
 content-only accuracy, wrong answers, offset error, false positives,
 calibration) come from :func:`benchmarks.report.summarize` over the same
-:class:`benchmarks.report.Outcome` records; this module adds the video
-targets, the near-duplicate trap, the latency percentiles and the Markdown.
-Everything here is pure.
+:class:`benchmarks.report.Outcome` records, and are rendered by the section
+functions there; this module adds the video targets, the near-duplicate trap,
+the latency percentiles and the rest of the Markdown. Everything here is pure.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
-import numpy as np
-
-from benchmarks.report import OFFSET_TOLERANCE_S, Outcome
+from benchmarks import common
+from benchmarks.common import Target, fmt, pct, quantile
+from benchmarks.report import (
+    Outcome,
+    accuracy_sections,
+    closing_sections,
+    false_positive_section,
+)
 
 SAMPLE_INTERVAL_S = 0.25
 """One sampled-frame interval at the core's default 4 frames/s."""
 
-
-@dataclass(frozen=True)
-class Target:
-    """One goal from issue #6.
-
-    Attributes
-    ----------
-    label : str
-        What is measured.
-    key : str
-        ``acc:<degradation>:<length>``, ``latency_p50_5s`` or a key of the costs.
-    target : float
-        Threshold.
-    higher_is_better : bool
-        Whether the measurement must be at least (True) or at most (False) the target.
-    unit : str
-        Unit for display.
-    """
-
-    label: str
-    key: str
-    target: float
-    higher_is_better: bool
-    unit: str
+_COPIES = (
+    "Counted as correct: {duplicate} answers naming another reference that shows the same "
+    "frames there (near-duplicate adverts) and {repeat} naming the same item where it shows "
+    "the same frames elsewhere."
+)
+"""What the top-1 section says when answers showing the same frames elsewhere counted as
+correct (see :func:`benchmarks.report.accuracy_sections`)."""
 
 
 def targets_for(degradations: Mapping[str, float]) -> list[Target]:
@@ -57,8 +44,8 @@ def targets_for(degradations: Mapping[str, float]) -> list[Target]:
         Degradation name to the top-1 accuracy (%) asked of it.
     """
     rows = [
-        Target(f"5 s {name}, top-1", f"acc:{name}:5", pct, True, "%")
-        for name, pct in degradations.items()
+        Target(f"5 s {name}, top-1", f"acc:{name}:5", goal, True, "%")
+        for name, goal in degradations.items()
     ]
     rows.append(Target("p50 match, 5 s sample's hashes", "latency_p50_5s", 20.0, False, "ms"))
     for views, key in (
@@ -83,35 +70,8 @@ def _measured(summary: Mapping[str, Any], key: str) -> float | None:
 
 
 def evaluate_targets(summary: Mapping[str, Any], targets: Sequence[Target]) -> list[dict[str, Any]]:
-    """Compare each target with its measurement (``passed`` is None when unmeasured)."""
-    rows = []
-    for t in targets:
-        value = _measured(summary, t.key)
-        if value is None:
-            passed, miss = None, None
-        elif t.higher_is_better:
-            passed, miss = value >= t.target, max(0.0, t.target - value)
-        else:
-            passed, miss = value <= t.target, max(0.0, value - t.target)
-        rows.append(
-            {
-                "label": t.label,
-                "key": t.key,
-                "target": t.target,
-                "comparison": ">=" if t.higher_is_better else "<=",
-                "unit": t.unit,
-                "measured": value,
-                "passed": passed,
-                "miss": miss,
-            }
-        )
-    return rows
-
-
-def _quantile(values: Sequence[float], q: float) -> float | None:
-    if not values:
-        return None
-    return float(np.quantile(np.asarray(values, dtype=np.float64), q))
+    """Compare each target with its measurement (see :func:`benchmarks.common.evaluate_targets`)."""
+    return common.evaluate_targets(targets, partial(_measured, summary))
 
 
 def percentiles(values_by_length: Mapping[int, Sequence[float]]) -> dict[str, dict[str, Any]]:
@@ -119,9 +79,9 @@ def percentiles(values_by_length: Mapping[int, Sequence[float]]) -> dict[str, di
     return {
         str(length): {
             "n": len(values),
-            "p50_ms": _quantile(values, 0.5),
-            "p90_ms": _quantile(values, 0.9),
-            "p95_ms": _quantile(values, 0.95),
+            "p50_ms": quantile(values, 0.5),
+            "p90_ms": quantile(values, 0.9),
+            "p95_ms": quantile(values, 0.95),
             "max_ms": max(values) if values else None,
         }
         for length, values in sorted(values_by_length.items())
@@ -140,7 +100,7 @@ def offset_within(outcomes: Sequence[Outcome], tolerance_s: float) -> dict[str, 
     """Share of correct answers whose offset error is at most ``tolerance_s``."""
     errors = [e for o in outcomes if o.correct and (e := o.offset_error_ms) is not None]
     hits = sum(e <= tolerance_s * 1000.0 for e in errors)
-    return {"n": len(errors), "within": hits, "pct": 100.0 * hits / len(errors) if errors else None}
+    return {"n": len(errors), "within": hits, "pct": pct(hits, len(errors))}
 
 
 def near_duplicates(outcomes: Sequence[Outcome], siblings: Mapping[str, str]) -> dict[str, Any]:
@@ -171,46 +131,18 @@ def near_duplicates(outcomes: Sequence[Outcome], siblings: Mapping[str, str]) ->
     return {
         "n": len(twins),
         "correct": correct,
-        "pct": 100.0 * correct / len(twins) if twins else None,
+        "pct": pct(correct, len(twins)),
         "sibling_same": same,
         "sibling_wrong": wrong,
     }
-
-
-def _fmt(value: float | None, digits: int = 1) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "—"
-    return f"{value:.{digits}f}"
-
-
-def _loads(values: Sequence[float] | None) -> str:
-    return "—" if not values else "/".join(f"{v:.2f}" for v in values)
-
-
-def _grid(
-    table: Mapping[str, Mapping[str, Mapping[str, Any]]],
-    rows: Sequence[str],
-    lengths: Sequence[int],
-) -> list[str]:
-    lines = [
-        "| degradation | " + " | ".join(f"{n} s" for n in lengths) + " |",
-        "|---|" + "---:|" * len(lengths),
-    ]
-    for row in rows:
-        cells = []
-        for length in lengths:
-            cell = table.get(row, {}).get(str(length))
-            cells.append("—" if cell is None else _fmt(cell["pct"]))
-        lines.append(f"| {row} | " + " | ".join(cells) + " |")
-    return lines
 
 
 def _latency_rows(table: Mapping[str, Mapping[str, Any]]) -> list[str]:
     lines = ["| length | n | p50 ms | p90 ms | p95 ms | max ms |", "|---|---:|---:|---:|---:|---:|"]
     for length, row in table.items():
         lines.append(
-            f"| {length} s | {row['n']} | {_fmt(row['p50_ms'])} | {_fmt(row['p90_ms'])} | "
-            f"{_fmt(row['p95_ms'])} | {_fmt(row['max_ms'])} |"
+            f"| {length} s | {row['n']} | {fmt(row['p50_ms'])} | {fmt(row['p90_ms'])} | "
+            f"{fmt(row['p95_ms'])} | {fmt(row['max_ms'])} |"
         )
     return lines
 
@@ -237,80 +169,34 @@ def render_markdown(summary: Mapping[str, Any], run: Mapping[str, Any]) -> str:
     lengths: list[int] = list(run["lengths"])
     degradations: list[str] = list(run["degradations"])
     costs = summary["costs"]
-    machine = run["machine"]
     corpus = run["corpus"]
     queries = run["queries"]
-    out: list[str] = []
-    add = out.append
-    add(f"# Video benchmark ({run['mode']} run)")
-    add("")
-    add(f"Produced by `{run['command']}` on {run['date']}.")
-    add("")
-    add(f"- Commit: `{run['commit'] or 'unknown'}` (plus the working tree of that moment)")
-    add(
-        f"- Machine: {machine['cpu_model']}, {machine['cores']} cores "
-        f"({machine['usable_cores']} usable), {machine['memory_gb']:.1f} GB RAM, "
-        f"{machine['platform']}, Python {machine['python']}; load average (1/5/15 min) "
-        f"{_loads(machine.get('load_average_at_start'))} at start, "
-        f"{_loads(machine.get('load_average_at_end'))} at end"
-    )
     package = corpus["package"]
     sources = ", ".join(f"`{k}` {v}" for k, v in corpus["sources"].items())
-    add(f"- Seed: {run['seed']}; material: `{package['package']}` {package['version']}, {sources}")
-    add(
-        f"- References (indexed): {corpus['references']} items, "
-        f"{corpus['reference_hours']:.2f} h ({corpus['programmes']} programmes, "
-        f"{corpus['adverts']} adverts of which {2 * corpus['near_duplicate_pairs']} in "
-        f"{corpus['near_duplicate_pairs']} near-duplicate pairs), rendered at "
-        f"{run['reference_format']}"
+    out = common.report_header(
+        "Video benchmark",
+        run,
+        [
+            f"- Seed: {run['seed']}; material: `{package['package']}` {package['version']}, "
+            f"{sources}",
+            f"- References (indexed): {corpus['references']} items, "
+            f"{corpus['reference_hours']:.2f} h ({corpus['programmes']} programmes, "
+            f"{corpus['adverts']} adverts of which {2 * corpus['near_duplicate_pairs']} in "
+            f"{corpus['near_duplicate_pairs']} near-duplicate pairs), rendered at "
+            f"{run['reference_format']}",
+            f"- Negatives (never indexed): {corpus['negatives']} programmes from held-out "
+            f"material, {corpus['negative_hours'] * 60:.1f} min, plus black and static clips",
+            f"- Queries: {queries['positive_files']} positive files "
+            f"({queries['positive_clips']} clips x {len(degradations)} degradations), "
+            f"{queries['negative_files']} negative files; each file is judged at "
+            f"{', '.join(f'{n} s' for n in lengths)} ({queries['positive_clips']} per cell)",
+        ],
+        commit_note=" (plus the working tree of that moment)",
     )
-    add(
-        f"- Negatives (never indexed): {corpus['negatives']} programmes from held-out "
-        f"material, {corpus['negative_hours'] * 60:.1f} min, plus black and static clips"
-    )
-    add(
-        f"- Queries: {queries['positive_files']} positive files ({queries['positive_clips']} "
-        f"clips x {len(degradations)} degradations), {queries['negative_files']} negative "
-        f"files; each file is judged at {', '.join(f'{n} s' for n in lengths)} "
-        f"({queries['positive_clips']} per cell)"
-    )
-    add(f"- Total wall time: {run['timings']['total_s']:.0f} s")
-    add("")
-
-    add("## Targets")
-    add("")
-    add("| target | goal | measured | pass | miss |")
-    add("|---|---:|---:|:---:|---:|")
-    for t in summary["targets"]:
-        verdict = {True: "pass", False: "**FAIL**", None: "—"}[t["passed"]]
-        miss = "" if not t["miss"] else f"{_fmt(t['miss'], 2)} {t['unit']}"
-        add(
-            f"| {t['label']} | {t['comparison']} {t['target']:g} {t['unit']} | "
-            f"{_fmt(t['measured'], 2)} {t['unit']} | {verdict} | {miss} |"
-        )
-    add("")
-
-    add(f"## Top-1 accuracy, % (right content and offset within {OFFSET_TOLERANCE_S} s)")
-    add("")
-    equivalent = summary.get("equivalent_answers") or {}
-    if equivalent:
-        add(
-            f"Counted as correct: {equivalent.get('duplicate', 0)} answers naming another "
-            f"reference that shows the same frames there (near-duplicate adverts) and "
-            f"{equivalent.get('repeat', 0)} naming the same item where it shows the same "
-            "frames elsewhere."
-        )
-        add("")
-    out.extend(_grid(summary["top1"], degradations, lengths))
-    add("")
-    add("## Content-only accuracy, % (right content, any offset)")
-    add("")
-    out.extend(_grid(summary["content_only"], degradations, lengths))
-    add("")
-    add("## Wrong answers on indexed content, % (another item returned)")
-    add("")
-    out.extend(_grid(summary["wrong_answer"], degradations, lengths))
-    add("")
+    add = out.append
+    out.extend(common.targets_section(summary["targets"]))
+    wrong = "another item returned"
+    out.extend(accuracy_sections(summary, degradations, lengths, equivalent=_COPIES, wrong=wrong))
 
     twins = summary["near_duplicates"]
     add("## Near-duplicate adverts (false-positive trap)")
@@ -318,7 +204,7 @@ def render_markdown(summary: Mapping[str, Any], run: Mapping[str, Any]) -> str:
     add(
         f"{twins['n']} answers (all lengths and degradations) to queries cut from the "
         f"{2 * corpus['near_duplicate_pairs']} adverts that share shots with a sibling: "
-        f"{twins['correct']} correct ({_fmt(twins['pct'])}%); {twins['sibling_same']} named "
+        f"{twins['correct']} correct ({fmt(twins['pct'])}%); {twins['sibling_same']} named "
         "the sibling where it shows the same frames (counted correct); "
         f"{twins['sibling_wrong']} named the sibling where it differs (wrong)."
     )
@@ -329,8 +215,8 @@ def render_markdown(summary: Mapping[str, Any], run: Mapping[str, Any]) -> str:
     pooled = summary["offset_error"]["timing_preserved"]
     within = summary["offset_within_interval"]
     add(
-        f"Median {_fmt(pooled['median_ms'])} ms, p95 {_fmt(pooled['p95_ms'])} ms over "
-        f"{pooled['n']} matches; {_fmt(within['pct'])}% within one sampled-frame interval "
+        f"Median {fmt(pooled['median_ms'])} ms, p95 {fmt(pooled['p95_ms'])} ms over "
+        f"{pooled['n']} matches; {fmt(within['pct'])}% within one sampled-frame interval "
         f"({SAMPLE_INTERVAL_S * 1000:.0f} ms)."
     )
     add("")
@@ -339,36 +225,23 @@ def render_markdown(summary: Mapping[str, Any], run: Mapping[str, Any]) -> str:
     for deg in degradations:
         row = summary["offset_error"]["by_degradation"].get(deg)
         if row is not None:
-            add(f"| {deg} | {row['n']} | {_fmt(row['median_ms'])} | {_fmt(row['p95_ms'])} |")
+            add(f"| {deg} | {row['n']} | {fmt(row['median_ms'])} | {fmt(row['p95_ms'])} |")
     add("")
 
-    fp = summary["false_positives"]
-    add("## False positives on never-indexed material")
-    add("")
-    add(f"Any match returned (default threshold): {fp['fp']} of {fp['n']} = {_fmt(fp['pct'], 2)}%.")
-    add("")
-    add("| negative kind | n | false positives | % |")
-    add("|---|---:|---:|---:|")
-    for kind, row in summary["false_positives_by_kind"].items():
-        add(f"| {kind} | {row['n']} | {row['fp']} | {_fmt(row['pct'], 2)} |")
-    add("")
-    add("| length | n | false positives | % |")
-    add("|---|---:|---:|---:|")
-    for length in lengths:
-        row = fp["by_length"].get(str(length))
-        if row:
-            add(f"| {length} s | {row['n']} | {row['fp']} | {_fmt(row['pct'], 2)} |")
-    add("")
-    add("| degradation | n | false positives | % |")
-    add("|---|---:|---:|---:|")
-    for deg in degradations:
-        row = fp["by_degradation"].get(deg)
-        if row:
-            add(f"| {deg} | {row['n']} | {row['fp']} | {_fmt(row['pct'], 2)} |")
-    if fp["matched"]:
-        add("")
-        add("Matched negatives: " + "; ".join(f"`{m}`" for m in fp["matched"][:20]))
-    add("")
+    by_kind = [
+        "| negative kind | n | false positives | % |",
+        "|---|---:|---:|---:|",
+        *(
+            f"| {kind} | {row['n']} | {row['fp']} | {fmt(row['pct'], 2)} |"
+            for kind, row in summary["false_positives_by_kind"].items()
+        ),
+        "",
+    ]
+    out.extend(
+        false_positive_section(
+            "material", summary["false_positives"], degradations, lengths, by_kind
+        )
+    )
 
     add("## Cost")
     add("")
@@ -387,84 +260,30 @@ def render_markdown(summary: Mapping[str, Any], run: Mapping[str, Any]) -> str:
     add("|---|---:|")
     add(
         f"| extraction at 1080p, 25 frames/s source, sampled at 4 frames/s, decode included "
-        f"({_fmt(costs['extract_seconds'], 0)} s clip) | "
-        f"query views: {_fmt(costs['extract_xrt_per_core'])}x real time per core (CPU "
-        f"time), {_fmt(costs['extract_xrt_wall'])}x wall, {costs['extract_hashes']:,} hashes; "
-        f"reference views: {_fmt(costs['extract_reference_xrt_per_core'])}x per core, "
-        f"{_fmt(costs['extract_reference_xrt_wall'])}x wall, "
+        f"({fmt(costs['extract_seconds'], 0)} s clip) | "
+        f"query views: {fmt(costs['extract_xrt_per_core'])}x real time per core (CPU "
+        f"time), {fmt(costs['extract_xrt_wall'])}x wall, {costs['extract_hashes']:,} hashes; "
+        f"reference views: {fmt(costs['extract_reference_xrt_per_core'])}x per core, "
+        f"{fmt(costs['extract_reference_xrt_wall'])}x wall, "
         f"{costs['extract_reference_hashes']:,} hashes |"
     )
     add(
         f"| index build ({costs['index_method']}; {run['reference_format']}) | "
-        f"{_fmt(costs['index_build_s'])} s wall ({_fmt(costs['index_build_xrt'], 0)}x real time) |"
+        f"{fmt(costs['index_build_s'])} s wall ({fmt(costs['index_build_xrt'], 0)}x real time) |"
     )
     add(
         f"| index size | {costs['index_bytes']:,} bytes = "
-        f"{_fmt(costs['index_mb_per_hour'], 3)} MB per hour of video |"
+        f"{fmt(costs['index_mb_per_hour'], 3)} MB per hour of video |"
     )
     add(f"| index stats | {costs['index_stats']} |")
-    add(f"| peak memory (ru_maxrss) | {_fmt(costs['peak_rss_mb'], 0)} MB |")
+    add(f"| peak memory (ru_maxrss) | {fmt(costs['peak_rss_mb'], 0)} MB |")
     add(
         f"| query generation (decode, degrade, encode) | "
-        f"{_fmt(run['timings']['query_generation_s'])} s |"
+        f"{fmt(run['timings']['query_generation_s'])} s |"
     )
     add("")
 
-    cal = summary["calibration"]
-    add("## Confidence calibration")
-    add("")
-    if cal["complete"]:
-        add("Best candidate of every query with no threshold (raw values in the JSON).")
-    else:
-        add(
-            "Quick run: only matches the default threshold returned (sub-threshold "
-            "candidates are collected by the full run)."
-        )
-    add("")
-    add("| confidence | correct | right item, offset off | wrong item | negatives |")
-    add("|---|---:|---:|---:|---:|")
-    bins = cal["bins"]
-    hist = cal["histogram"]
-    for i in range(len(bins) - 1):
-        add(
-            f"| {bins[i]:.2f}-{bins[i + 1]:.2f} | {hist['correct'][i]} | "
-            f"{hist['wrong_offset'][i]} | {hist['wrong_track'][i]} | {hist['negative'][i]} |"
-        )
-    add("")
-    add(
-        "Top-1 accuracy (all degradations) and false positives if the threshold were "
-        f"each value (default {cal['default_threshold']:g}):"
-    )
-    add("")
-    add("| threshold | " + " | ".join(f"top-1 {n} s %" for n in lengths) + " | false positives % |")
-    add("|---:|" + "---:|" * (len(lengths) + 1))
-    for row in cal["sweep"]:
-        cells = " | ".join(_fmt(row["top1_pct"].get(str(n))) for n in lengths)
-        add(f"| {row['threshold']:.2f} | {cells} | {_fmt(row['fp_pct'], 2)} |")
-    add("")
-
-    if summary["confusions"]:
-        add("## Most frequent wrong answers (true item -> returned item)")
-        add("")
-        add("| true | returned | count |")
-        add("|---|---|---:|")
-        for c in summary["confusions"]:
-            add(f"| {c['true']} | {c['returned']} | {c['count']} |")
-        add("")
-    if summary["errors"]:
-        add("Matcher errors: " + ", ".join(f"{k}: {v}" for k, v in summary["errors"].items()))
-        add("")
-
-    add("## Degradations")
-    add("")
-    for name, description in run["degradations"].items():
-        add(f"- `{name}`: {description}")
-    add("")
-    add("## Method")
-    add("")
-    for line in run["method"]:
-        add(f"- {line}")
-    add("")
+    out.extend(closing_sections(summary, run, lengths, "item"))
     return "\n".join(out)
 
 
@@ -477,5 +296,5 @@ def false_positives_by_kind(negatives: Sequence[Outcome]) -> dict[str, dict[str,
     table = {}
     for kind, group in groups.items():
         hits = sum(o.matched_track is not None for o in group)
-        table[kind] = {"n": len(group), "fp": hits, "pct": 100.0 * hits / len(group)}
+        table[kind] = {"n": len(group), "fp": hits, "pct": pct(hits, len(group))}
     return table

@@ -8,15 +8,11 @@ file with the raw numbers into the output folder.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import datetime as dt
 import inspect
-import json
 import multiprocessing
 import os
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -30,9 +26,8 @@ import numpy as np
 from acr.errors import AcrError
 from acr.index.video import VideoIndex
 from acr.signals.video import VideoHashes, VideoSignal, hash_video
-from benchmarks.corpus import DEFAULT_CACHE_DIR
+from benchmarks import common
 from benchmarks.report import OFFSET_TOLERANCE_S, Outcome, summarize
-from benchmarks.run import dir_bytes, git_commit, machine_info, peak_rss_mb
 from benchmarks.video import queries as qs
 from benchmarks.video.corpus import (
     CRF,
@@ -58,8 +53,6 @@ from benchmarks.video.report import (
     render_markdown,
     targets_for,
 )
-
-RESULTS_DIR = Path(__file__).resolve().parent.parent / "results"
 
 VERBATIM_MAX_DIFF = 2.0
 """Mean absolute difference of thumbnails (levels of 255) under which two stretches
@@ -434,20 +427,18 @@ def _default_threshold() -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m benchmarks.video.run``."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.video.run", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="smoke run: 5 references, 3 clips")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="results folder")
-    parser.add_argument(
-        "--cache", type=Path, default=DEFAULT_CACHE_DIR, help="download, render and index cache"
+    parser = common.run_parser(
+        "benchmarks.video.run",
+        __doc__,
+        quick="smoke run: 5 references, 3 clips",
+        cache="download, render and index cache",
     )
     args = parser.parse_args(argv)
     plan = qs.QUICK_PLAN if args.quick else qs.FULL_PLAN
     started = time.perf_counter()
     timings: dict[str, float] = {}
-    machine = machine_info()
-
-    def log(message: str) -> None:
-        print(f"[{time.perf_counter() - started:7.1f} s] {message}", file=sys.stderr, flush=True)
+    machine = common.machine_info()
+    log = common.progress_log(started)
 
     log("rendering or reusing the catalogue")
     t0 = time.perf_counter()
@@ -466,7 +457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log("building the index")
     index_dir = args.cache.resolve() / f"video-index-{plan.name}"
     content_ids, build_s, method = build_index(index_dir, refs, log)
-    index_bytes = dir_bytes(index_dir)
+    index_bytes = common.dir_bytes(index_dir)
     costs.update(
         index_method=method,
         index_build_s=build_s,
@@ -511,7 +502,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             calibrate=not args.quick,
         )
     timings["query_generation_s"] = pos.generate_s + neg.generate_s
-    costs["peak_rss_mb"] = peak_rss_mb()
+    costs["peak_rss_mb"] = common.peak_rss_mb()
     timings["total_s"] = time.perf_counter() - started
     load_at_end = list(os.getloadavg())
 
@@ -536,12 +527,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     targets = targets_for({n: get_degradation(n).target_pct for n in plan.degradations})
     summary["targets"] = evaluate_targets(summary, targets)
 
-    command = "python -m benchmarks.video.run" + (" --quick" if args.quick else "")
     run: dict[str, Any] = {
-        "mode": plan.name,
-        "command": command,
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": git_commit(),
+        **common.describe_run("benchmarks.video.run", plan.name, args.quick),
         "machine": {**machine, "load_average_at_end": load_at_end},
         "seed": qs.SEED,
         "default_min_confidence": default_threshold,
@@ -563,10 +550,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "timings": timings,
         "method": list(METHOD_NOTES),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = "video" if plan.name == "full" else f"video-{plan.name}"
-    markdown = render_markdown(summary, run)
-    (args.out / f"{stem}.md").write_text(markdown)
     payload = {
         "run": run,
         "summary": summary,
@@ -575,9 +558,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             for o in [*pos.outcomes, *neg.outcomes]
         ],
     }
-    (args.out / f"{stem}.json").write_text(json.dumps(payload, indent=1, allow_nan=False))
-    print(markdown)
-    log(f"wrote {args.out / stem}.md and .json")
+    stem = common.write_results(
+        args.out, "video", plan.name, render_markdown(summary, run), payload
+    )
+    log(f"wrote {stem}.md and .json")
     return 0
 
 
