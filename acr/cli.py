@@ -62,13 +62,8 @@ from acr.errors import (
     NoVideoStreamError,
     UnknownContentError,
 )
-from acr.index.store import (
-    CATALOGUE_FILE,
-    DEFAULT_MAX_QUERY_BYTES,
-    DEFAULT_MAX_QUERY_SECONDS,
-    Index,
-    file_sha256,
-)
+from acr.index.directory import CATALOGUE_FILE, file_sha256
+from acr.index.store import DEFAULT_MAX_QUERY_BYTES, DEFAULT_MAX_QUERY_SECONDS, Index
 from acr.index.video import VIDEO_SUBDIRECTORY, VideoIndex
 from acr.matching import DEFAULT_MIN_CONFIDENCE
 from acr.results import Match, MatchResult

@@ -51,7 +51,8 @@ from tqdm import tqdm
 
 from acr.errors import AcrError
 from acr.index.catalogue import ContentSpec
-from acr.index.store import Index, file_sha256
+from acr.index.directory import file_sha256
+from acr.index.store import Index
 from acr.signals.audio import AudioSignal
 from acr.signals.base import Fingerprints
 from acr.threads import one_compute_thread

@@ -23,9 +23,9 @@ from acr import ContentSpec, Index  # noqa: E402 - after the skip
 from acr.cluster.local import LocalCluster  # noqa: E402
 from acr.cluster.serving import ClusterMatch, ShardedIndex, ShardedLookup  # noqa: E402
 from acr.demo import synth_song  # noqa: E402
+from acr.index.directory import SEGMENT_DIR  # noqa: E402
 from acr.index.lookup import CodeLookup  # noqa: E402
 from acr.index.segment import read_segment  # noqa: E402
-from acr.index.store import SEGMENT_DIR  # noqa: E402
 from acr.matching import Hits  # noqa: E402
 from acr.results import MatchResult  # noqa: E402
 from acr.search import Query, identify  # noqa: E402

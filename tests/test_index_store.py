@@ -22,8 +22,9 @@ from numpy.typing import NDArray
 from acr import ContentSpec, Index
 from acr.errors import IndexStoreError, UnknownContentError
 from acr.index import store as store_module
+from acr.index.directory import CATALOGUE_FILE, SEGMENT_DIR, file_sha256
 from acr.index.segment import read_segment
-from acr.index.store import CATALOGUE_FILE, SEGMENT_DIR, TABLE_DIR, file_sha256
+from acr.index.store import TABLE_DIR
 from acr.signals.audio import AudioSignal
 from acr.signals.base import Fingerprints
 

@@ -14,7 +14,8 @@ from acr.db.models import Content, Event
 from acr.demo import synth_song, write_media
 from acr.errors import EmptyMediaError, MediaTooLargeError
 from acr.index.catalogue import ContentSpec
-from acr.index.store import Index, file_sha256
+from acr.index.directory import file_sha256
+from acr.index.store import Index
 from acr.library.contents import NewContent, register_content
 from acr.library.imports import (
     ImportPathError,

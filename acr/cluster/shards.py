@@ -17,9 +17,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from acr.index.catalogue import Catalogue, ContentRecord
+from acr.index.directory import CATALOGUE_FILE, SEGMENT_DIR
 from acr.index.lookup import CodeLookup
 from acr.index.segment import PostingTable, Segment, map_table, read_segment, write_table
-from acr.index.store import CATALOGUE_FILE, SEGMENT_DIR
 from acr.signals.audio.codes import CODE_BITS
 
 

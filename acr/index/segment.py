@@ -9,16 +9,12 @@ little-endian layout that can be memory-mapped::
     codes  uint24[n_codes]     3-byte little-endian: codes are 24 bits wide
     frames uint24[n_codes]     3-byte little-endian: up to 2^24 frames (74 h) per content
 
-Segments are written to a temporary name, fsynced, renamed into place and the
-directory fsynced, so a reader sees a complete file or none. The CRC catches
-anything else (disk corruption, a copy cut short).
+Segments are written and verified as :mod:`acr.index.files` describes.
 """
 
 from __future__ import annotations
 
-import os
 import struct
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,18 +23,23 @@ import numpy as np
 from numpy.typing import NDArray
 
 from acr.errors import IndexStoreError
+from acr.index.files import SegmentContents, SegmentFormat, write_atomically
 
-_MAGIC = b"ACRSEG\0\0"
-_VERSION = 2
 PACKED_BYTES = 3
 MAX_FRAME = (1 << (8 * PACKED_BYTES)) - 1
-_HEADER = struct.Struct("<8sI8sdQQI16x")
-assert _HEADER.size == 64
+_FORMAT = SegmentFormat(
+    name="segment",
+    magic=b"ACRSEG\0\0",
+    version=2,
+    header=struct.Struct("<8sI8sdQQI16x"),
+    posting_bytes=2 * PACKED_BYTES,
+)
+assert _FORMAT.header.size == 64
 
 
 @dataclass(frozen=True)
-class Segment:
-    """The codes of a batch of contents."""
+class Segment(SegmentContents):
+    """The codes of a batch of contents (a posting is a code and its frame)."""
 
     kind: str
     hop_s: float
@@ -46,15 +47,6 @@ class Segment:
     ends: NDArray[np.int64]
     codes: NDArray[np.uint32]
     frames: NDArray[np.uint32]
-
-    @property
-    def starts(self) -> NDArray[np.int64]:
-        """First code of each content."""
-        return np.concatenate([[0], self.ends])[:-1].astype(np.int64)
-
-    def posting_keys(self) -> NDArray[np.int64]:
-        """Catalogue key of every code."""
-        return np.repeat(self.keys, np.diff(np.concatenate([[0], self.ends])))
 
 
 def build_segment(
@@ -91,33 +83,13 @@ def write_segment(segment: Segment, path: Path) -> int:
             packed_bytes(segment.frames).tobytes(),
         ]
     )
-    header = _HEADER.pack(
-        _MAGIC,
-        _VERSION,
+    fields = (
         segment.kind.encode("ascii").ljust(8, b"\0"),
         segment.hop_s,
         segment.keys.size,
         segment.codes.size,
-        zlib.crc32(body),
     )
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(temporary, "wb") as handle:
-            handle.write(header)
-            handle.write(body)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    fsync_directory(path.parent)
-    return len(header) + len(body)
-
-
-class SegmentMissingError(IndexStoreError):
-    """A segment named by the catalogue has no file (deleted by a compaction, or lost)."""
-
-    code = "segment_missing"
+    return _FORMAT.write(path, fields, body)
 
 
 def read_segment(path: Path) -> Segment:
@@ -130,39 +102,14 @@ def read_segment(path: Path) -> Segment:
     IndexStoreError
         If it cannot be read, is not a segment, is truncated, or fails its checksum.
     """
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise SegmentMissingError(f"segment {path.name} is missing from {path.parent}") from None
-    except OSError as error:
-        raise IndexStoreError(f"segment {path.name} cannot be read: {error}") from error
-    if len(data) < _HEADER.size:
-        raise IndexStoreError(f"segment {path.name} is truncated")
-    magic, version, kind, hop_s, n_contents, n_codes, crc = _HEADER.unpack_from(data)
-    if magic != _MAGIC or version != _VERSION:
-        raise IndexStoreError(f"{path.name} is not a version-{_VERSION} segment")
-    expected = _HEADER.size + 16 * n_contents + 2 * PACKED_BYTES * n_codes
-    if len(data) != expected or zlib.crc32(memoryview(data)[_HEADER.size :]) != crc:
-        raise IndexStoreError(f"segment {path.name} is corrupt (size or checksum mismatch)")
-    offset = _HEADER.size
-
-    def take(dtype: str, count: int) -> NDArray[np.generic]:
-        nonlocal offset
-        array = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
-        offset += array.nbytes
-        return array
-
-    keys = take("<i8", n_contents).astype(np.int64)
-    ends = take("<i8", n_contents).astype(np.int64)
-    codes = _unpack24(take("u1", PACKED_BYTES * n_codes))
-    frames = _unpack24(take("u1", PACKED_BYTES * n_codes))
+    (kind, hop_s, n_contents, n_codes), body = _FORMAT.read(path)
     return Segment(
         kind=kind.rstrip(b"\0").decode("ascii"),
         hop_s=hop_s,
-        keys=keys,
-        ends=ends,
-        codes=codes,
-        frames=frames,
+        keys=body.take("<i8", n_contents).astype(np.int64),
+        ends=body.take("<i8", n_contents).astype(np.int64),
+        codes=_unpack24(body.take("u1", PACKED_BYTES * n_codes)),
+        frames=_unpack24(body.take("u1", PACKED_BYTES * n_codes)),
     )
 
 
@@ -180,32 +127,6 @@ def _unpack24(raw: NDArray[np.generic]) -> NDArray[np.uint32]:
     padded = np.zeros((raw.size // PACKED_BYTES, 4), dtype=np.uint8)
     padded[:, :PACKED_BYTES] = np.asarray(raw, dtype=np.uint8).reshape(-1, PACKED_BYTES)
     return padded.view("<u4").reshape(-1).astype(np.uint32)
-
-
-def fsync_directory(directory: Path) -> None:
-    """Make a rename or unlink in ``directory`` durable."""
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def delete_unlisted(directory: Path, wanted: set[str]) -> None:
-    """Delete the files of ``directory`` not named in ``wanted``, durably (none if it is missing).
-
-    What a crash or a compaction leaves behind: files no committed catalogue
-    entry refers to.
-    """
-    if not directory.is_dir():
-        return
-    removed = False
-    for entry in directory.iterdir():
-        if entry.name not in wanted:
-            entry.unlink(missing_ok=True)
-            removed = True
-    if removed:
-        fsync_directory(directory)
 
 
 # -- postings in code order: what a lookup searches ----------------------------------------------
@@ -349,20 +270,7 @@ def write_table(table: PostingTable, path: Path) -> int:
         table.offsets.astype("<i8"),
         table.postings.astype(f"<u{table.postings.dtype.itemsize}"),
     ]
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(temporary, "wb") as handle:
-            handle.write(header)
-            for part in parts:
-                handle.write(np.ascontiguousarray(part).data)
-            handle.flush()
-            os.fsync(handle.fileno())
-            size = handle.tell()
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    fsync_directory(path.parent)
-    return size
+    return write_atomically(path, [header, *(np.ascontiguousarray(part).data for part in parts)])
 
 
 def map_table(path: Path, code_bits: int) -> PostingTable:

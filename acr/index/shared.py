@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import threading
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from acr.errors import IndexStoreError
-from acr.index.store import CATALOGUE_FILE, Index
+from acr.index.directory import CATALOGUE_FILE
+from acr.index.store import Index
 from acr.index.video import VideoIndex
 from acr.kernels import compile_kernels
 from acr.matching import DEFAULT_MIN_CONFIDENCE
@@ -17,8 +20,34 @@ from acr.signals.base import Fingerprints, MediaSource
 from acr.signals.video import VideoHashes, VideoSignal
 from acr.video_matching import DEFAULT_MIN_CONFIDENCE as DEFAULT_VIDEO_MIN_CONFIDENCE
 
+IndexT = TypeVar("IndexT", Index, VideoIndex)
 
-class SharedIndex:
+
+class _Shared(ABC, Generic[IndexT]):
+    """A read-only index behind a lock, opened on first use."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+        self._lock = threading.Lock()
+        self._index: IndexT | None = None
+
+    @abstractmethod
+    def _load(self) -> IndexT:
+        """Open the index read-only."""
+
+    def _open(self) -> IndexT:
+        if self._index is None:
+            self._index = self._load()
+        return self._index
+
+    def close(self) -> None:
+        with self._lock:
+            if self._index is not None:
+                self._index.close()
+                self._index = None
+
+
+class SharedIndex(_Shared[Index]):
     """A read-only :class:`Index` behind a lock, opened on first use.
 
     Decoding and fingerprinting a sample run outside the lock, in the calling
@@ -26,16 +55,9 @@ class SharedIndex:
     tables, is serialised. Server processes scale matching out, not threads.
     """
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
-        self.directory = Path(directory)
-        self._lock = threading.Lock()
-        self._index: Index | None = None
-
-    def _open(self) -> Index:
-        if self._index is None:
-            compile_kernels()
-            self._index = Index.open(self.directory, readonly=True)
-        return self._index
+    def _load(self) -> Index:
+        compile_kernels()
+        return Index.open(self.directory, readonly=True)
 
     def ready(self) -> bool:
         """Whether the index can be opened and read."""
@@ -72,14 +94,8 @@ class SharedIndex:
                 warps=warps,
             )
 
-    def close(self) -> None:
-        with self._lock:
-            if self._index is not None:
-                self._index.close()
-                self._index = None
 
-
-class SharedVideoIndex:
+class SharedVideoIndex(_Shared[VideoIndex]):
     """A read-only :class:`~acr.index.video.VideoIndex` behind a lock, opened on first use.
 
     The service's video index lives in ``<index_dir>/video``. Until something
@@ -87,15 +103,8 @@ class SharedVideoIndex:
     are then matched on their sound alone.
     """
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
-        self.directory = Path(directory)
-        self._lock = threading.Lock()
-        self._index: VideoIndex | None = None
-
-    def _open(self) -> VideoIndex:
-        if self._index is None:
-            self._index = VideoIndex.open(self.directory, readonly=True)
-        return self._index
+    def _load(self) -> VideoIndex:
+        return VideoIndex.open(self.directory, readonly=True)
 
     def available(self) -> bool:
         """Whether there is a video index to match against."""
@@ -122,9 +131,3 @@ class SharedVideoIndex:
             return self._open().match_hashes(
                 hashes, top_k=top_k, min_confidence=min_confidence, started=started
             )
-
-    def close(self) -> None:
-        with self._lock:
-            if self._index is not None:
-                self._index.close()
-                self._index = None

@@ -1,18 +1,12 @@
-"""The index: a directory of immutable segments, its catalogue, and matching.
+"""The audio index: a directory of immutable segments, its catalogue, and matching.
 
-Layout of an index directory::
+An index directory (see :mod:`acr.index.directory`) of audio segments (see
+:mod:`acr.index.segment`), with one more folder::
 
-    catalogue.sqlite   contents and the manifest of live segments
-    segments/          immutable segment files (see :mod:`acr.index.segment`)
     tables/            posting tables of the large segments, memory-mapped for lookups
-    writer.lock        held by the one process allowed to write
 
-Adding a batch writes its segment file durably first, then commits the
-catalogue rows and the segment row in one transaction. A crash before the
-commit leaves an unreferenced file, which the next writer deletes; a crash after
-it leaves a complete batch. Removing a content marks its row removed (a
-tombstone); :meth:`Index.compact` rewrites segments without removed codes and
-merges small segments.
+:meth:`Index.compact` merges small segments into segments of up to
+``COMPACT_TARGET_CODES`` codes.
 
 A large segment's postings are searched from a table file memory-mapped from
 ``tables/`` (written the first time the segment is loaded, by whichever process
@@ -23,30 +17,26 @@ missing or damaged one is rebuilt from its segment.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import itertools
 import os
 import time
-import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import IO, TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
 
-from acr.errors import FingerprintFormatError, IndexStoreError, UnknownContentError
-from acr.index.catalogue import Catalogue, ContentRecord, ContentSpec
+from acr.errors import FingerprintFormatError, IndexStoreError
+from acr.index.catalogue import ContentRecord, ContentSpec
+from acr.index.directory import IndexDirectory
+from acr.index.files import delete_unlisted
 from acr.index.lookup import CodeLookup
 from acr.index.segment import (
     PostingTable,
     Segment,
-    SegmentMissingError,
     build_segment,
-    delete_unlisted,
     map_table,
     read_segment,
     write_segment,
@@ -62,19 +52,15 @@ from acr.signals.base import Fingerprints, MediaSource
 if TYPE_CHECKING:
     from acr.monitor import Timeline
 
-CATALOGUE_FILE = "catalogue.sqlite"
-SEGMENT_DIR = "segments"
 TABLE_DIR = "tables"
 MAPPED_MIN_CODES = 1 << 20
 """Segments with at least this many codes (about 3.5 h of audio) are searched from
 a memory-mapped table; smaller ones are merged in memory."""
-LOCK_FILE = "writer.lock"
 DEFAULT_MAX_QUERY_SECONDS = 60.0
 DEFAULT_MAX_QUERY_BYTES = 100 * 1024 * 1024
 """A minute of uncompressed 48 kHz stereo is 11 MB; a short video clip fits too."""
 
 COMPACT_TARGET_CODES = 20_000_000
-_REFRESH_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -98,16 +84,7 @@ class IndexStats:
         }
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """Content hash of a file, the indexer's idempotency key."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-class Index:
+class Index(IndexDirectory[Segment, Fingerprints, CodeLookup]):
     """A fingerprint index on disk, loaded for matching.
 
     Open with :meth:`open`; use as a context manager. A writable index holds an
@@ -115,91 +92,9 @@ class Index:
     open beside it and pick up its commits with :meth:`refresh`.
     """
 
-    def __init__(self, directory: Path, catalogue: Catalogue, lock: IO[bytes] | None) -> None:
-        self.directory = directory
-        self.signal = AudioSignal()
-        self._catalogue = catalogue
-        self._lock = lock
-        self._lookup = CodeLookup()
-        self._records: dict[int, ContentRecord] = {}
-        self._loaded_segments: set[str] = set()
-        self._generation = -1
-        self.refresh()
-
-    # -- lifecycle ---------------------------------------------------------------------------
-
-    @classmethod
-    def open(
-        cls, directory: str | os.PathLike[str], *, create: bool = False, readonly: bool = False
-    ) -> Index:
-        """Open the index in ``directory``.
-
-        Parameters
-        ----------
-        create : bool
-            Create the directory and an empty index if it does not exist.
-        readonly : bool
-            Open for matching only; takes no lock.
-
-        Raises
-        ------
-        IndexStoreError
-            If there is no index there (and ``create`` is false), or another
-            process holds the writer lock.
-        """
-        path = Path(directory)
-        if not (path / CATALOGUE_FILE).exists():
-            if not create or readonly:
-                raise IndexStoreError(f"no index at {path} (create one with `acr index`)")
-            (path / SEGMENT_DIR).mkdir(parents=True, exist_ok=True)
-        if readonly:
-            catalogue = Catalogue(path / CATALOGUE_FILE, readonly=True)
-            try:
-                return cls(path, catalogue, None)
-            except BaseException:
-                catalogue.close()
-                raise
-        (path / SEGMENT_DIR).mkdir(parents=True, exist_ok=True)
-        lock = open(path / LOCK_FILE, "wb")  # noqa: SIM115 - held for the index's lifetime
-        try:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.close()
-            raise IndexStoreError(f"index {path} is being written by another process") from None
-        try:
-            catalogue = Catalogue(path / CATALOGUE_FILE)
-        except BaseException:
-            lock.close()
-            raise
-        try:
-            index = cls(path, catalogue, lock)
-        except BaseException:
-            catalogue.close()
-            lock.close()
-            raise
-        try:
-            index._delete_orphans()
-        except BaseException:
-            index.close()
-            raise
-        return index
-
-    def close(self) -> None:
-        self._catalogue.close()
-        if self._lock is not None:
-            self._lock.close()
-            self._lock = None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
+    noun = "index"
+    suffix = ".seg"
+    signal: ClassVar[AudioSignal] = AudioSignal()
 
     @property
     def lookup(self) -> CodeLookup:
@@ -208,43 +103,10 @@ class Index:
             self.refresh()
         return self._lookup
 
-    @property
-    def readonly(self) -> bool:
-        return self._lock is None
+    # -- the audio signal's part of the directory -------------------------------------------
 
-    def refresh(self) -> bool:
-        """Load segments and tombstones committed since the last look; True if anything changed."""
-        if self._catalogue.generation() == self._generation:
-            return False
-        for attempt in range(_REFRESH_ATTEMPTS):
-            generation, live, contents = self._catalogue.snapshot()
-            if generation == self._generation:
-                return False
-            try:
-                self._load(live)
-            except SegmentMissingError:
-                # A compaction committed and deleted the files we were about to
-                # read; the next snapshot names their replacements.
-                if attempt + 1 == _REFRESH_ATTEMPTS:
-                    raise
-                continue
-            records = {r.key: r for r in contents}
-            for key in self._lookup.keys() - records.keys():
-                self._lookup.remove_key(key)
-            self._records = records
-            self._generation = generation
-            return True
-        raise AssertionError("unreachable")
-
-    def _load(self, live: list[str]) -> None:
-        """Make exactly the ``live`` segments searchable."""
-        if not self._loaded_segments.issubset(live):
-            # Compaction replaced segments: rebuild from scratch.
-            self._lookup = CodeLookup()
-            self._loaded_segments = set()
-        for name in live:
-            if name not in self._loaded_segments:
-                self._make_searchable(name, None)
+    def _new_lookup(self) -> CodeLookup:
+        return CodeLookup()
 
     def _make_searchable(self, name: str, segment: Segment | None) -> None:
         """Add a live segment's postings to the lookup, from its mapped table if it has one."""
@@ -271,34 +133,51 @@ class Index:
             self._lookup.add_table(table)
         self._loaded_segments.add(name)
 
-    # -- writing ----------------------------------------------------------------------------
+    def _reference(self, path: str | os.PathLike[str]) -> Fingerprints:
+        return self.signal.fingerprint_media(path)
 
-    def add_file(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        title: str | None = None,
-        content_id: str | None = None,
-        external_id: str | None = None,
-        owner: str | None = None,
-        metadata: dict[str, Any] | None = None,
-        skip_existing: bool = True,
-    ) -> ContentRecord:
-        """Decode, fingerprint and add one file; an already indexed file is returned as is."""
-        content_hash = file_sha256(path)
-        if skip_existing and (existing := self.find_by_hash(content_hash)) is not None:
-            return existing
-        fingerprints = self.signal.fingerprint_media(path)
-        spec = ContentSpec(
-            title=title or Path(path).stem,
-            content_id=content_id,
-            source=str(Path(path).resolve()),
-            content_hash=content_hash,
-            external_id=external_id,
-            owner=owner,
-            metadata=metadata or {},
+    def _check_reference(self, reference: Fingerprints) -> None:
+        if reference.kind != self.signal.name:
+            raise ValueError(f"cannot index {reference.kind} fingerprints in an audio index")
+
+    def _build_segment(self, contents: list[tuple[int, Fingerprints]]) -> Segment:
+        return build_segment(
+            self.signal.name,
+            self.signal.hop_s,
+            [(key, fp.codes, fp.frames) for key, fp in contents],
         )
-        return self.add_batch([(spec, fingerprints)])[0]
+
+    def _write_segment(self, segment: Segment, path: Path) -> int:
+        return write_segment(segment, path)
+
+    def _compacted(self, old: list[str]) -> Iterator[Segment]:
+        """Live codes in segments of up to ``COMPACT_TARGET_CODES``, built one at a time."""
+        groups: list[list[tuple[int, NDArray[np.uint32], NDArray[np.uint32]]]] = [[]]
+        group_codes = 0
+        for name in old:
+            segment = read_segment(self._segment_path(name))
+            for key, start, end in zip(segment.keys, segment.starts, segment.ends, strict=True):
+                if int(key) not in self._records:
+                    continue
+                if group_codes and group_codes + (end - start) > COMPACT_TARGET_CODES:
+                    groups.append([])
+                    group_codes = 0
+                groups[-1].append((int(key), segment.codes[start:end], segment.frames[start:end]))
+                group_codes += int(end - start)
+        return (
+            build_segment(self.signal.name, self.signal.hop_s, group) for group in groups if group
+        )
+
+    def _delete_orphans(self) -> None:
+        """Delete segment and table files of no committed batch (after a crash or a compaction)."""
+        super()._delete_orphans()
+        live = self._catalogue.live_segments()
+        delete_unlisted(self.directory / TABLE_DIR, {self._table_path(name).name for name in live})
+
+    def _table_path(self, name: str) -> Path:
+        return self.directory / TABLE_DIR / f"{name}.post"
+
+    # -- writing ----------------------------------------------------------------------------
 
     def add_samples(
         self, samples: NDArray[np.floating], sample_rate: int, spec: ContentSpec
@@ -307,139 +186,12 @@ class Index:
         fingerprints = self.signal.fingerprint_samples(samples, sample_rate, query=False)
         return self.add_batch([(spec, fingerprints)])[0]
 
-    def add_batch(self, batch: Iterable[tuple[ContentSpec, Fingerprints]]) -> list[ContentRecord]:
-        """Add several contents as one segment, atomically."""
-        self._require_writer()
-        items = list(batch)
-        if not items:
-            return []
-        explicit_ids = [spec.content_id for spec, _ in items if spec.content_id is not None]
-        if len(explicit_ids) != len(set(explicit_ids)):
-            raise IndexStoreError("a content id appears more than once in the batch")
-        for spec, fingerprints in items:
-            if fingerprints.kind != self.signal.name:
-                raise ValueError(f"cannot index {fingerprints.kind} fingerprints in an audio index")
-            if spec.content_id is not None and self._catalogue.by_id(spec.content_id) is not None:
-                raise IndexStoreError(f"content id {spec.content_id!r} is already indexed")
-        name = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}.seg"
-        with self._catalogue.transaction() as db:
-            keys = self._catalogue.next_keys(len(items))
-            segment = build_segment(
-                self.signal.name,
-                self.signal.hop_s,
-                [(key, fp.codes, fp.frames) for key, (_, fp) in zip(keys, items, strict=True)],
-            )
-            size = write_segment(segment, self._segment_path(name))
-            self._catalogue.insert_segment(
-                db, name, segment.kind, len(items), int(segment.codes.size), size
-            )
-            for key, (spec, fp) in zip(keys, items, strict=True):
-                self._catalogue.insert_content(
-                    db,
-                    key,
-                    spec,
-                    spec.content_id or uuid.uuid4().hex,
-                    fp.kind,
-                    fp.duration_s,
-                    name,
-                    len(fp),
-                )
-        # The writer holds the lock, so nothing else changed: apply the batch
-        # directly instead of re-reading the catalogue (which grows with it).
-        self._make_searchable(name, segment)
-        for key in keys:
-            record = self._catalogue.by_key(key)
-            assert record is not None
-            self._records[key] = record
-        self._generation = self._catalogue.generation()
-        return [self._records[key] for key in keys]
-
-    def remove(self, content_id: str) -> ContentRecord:
-        """Remove a content from matching; its codes go at the next compaction."""
-        self._require_writer()
-        record = self.get(content_id)
-        with self._catalogue.transaction() as db:
-            db.execute(
-                "UPDATE contents SET removed_at = ? WHERE key = ?", (time.time(), record.key)
-            )
-        self._lookup.remove_key(record.key)
-        del self._records[record.key]
-        self._generation = self._catalogue.generation()
-        return record
-
-    def compact(self) -> int:
-        """Rewrite live codes into as few segments as possible, dropping removed content.
-
-        Returns
-        -------
-        int
-            Number of segment files replaced.
-        """
-        self._require_writer()
-        old = self._catalogue.live_segments()
-        if not old:
-            return 0
-        live = self._records
-        groups: list[list[tuple[int, NDArray[np.uint32], NDArray[np.uint32]]]] = [[]]
-        group_codes = 0
-        for name in old:
-            segment = read_segment(self._segment_path(name))
-            for key, start, end in zip(segment.keys, segment.starts, segment.ends, strict=True):
-                if int(key) not in live:
-                    continue
-                if group_codes and group_codes + (end - start) > COMPACT_TARGET_CODES:
-                    groups.append([])
-                    group_codes = 0
-                groups[-1].append((int(key), segment.codes[start:end], segment.frames[start:end]))
-                group_codes += int(end - start)
-        with self._catalogue.transaction() as db:
-            for group in groups:
-                if not group:
-                    continue
-                merged = build_segment(self.signal.name, self.signal.hop_s, group)
-                name = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}.seg"
-                size = write_segment(merged, self._segment_path(name))
-                self._catalogue.insert_segment(
-                    db, name, merged.kind, len(group), int(merged.codes.size), size
-                )
-                db.executemany(
-                    "UPDATE contents SET segment = ? WHERE key = ?",
-                    [(name, key) for key, _, _ in group],
-                )
-            db.executemany("DELETE FROM segments WHERE name = ?", [(name,) for name in old])
-            # History of removed contents is kept; they no longer point at a live segment.
-            marks = ",".join("?" * len(old))
-            db.execute(
-                "UPDATE contents SET segment = '' "
-                f"WHERE removed_at IS NOT NULL AND segment IN ({marks})",
-                old,
-            )
-        self.refresh()
-        self._delete_orphans()
-        return len(old)
-
     # -- reading ----------------------------------------------------------------------------
-
-    def get(self, content_id: str) -> ContentRecord:
-        record = self._catalogue.by_id(content_id)
-        if record is None:
-            raise UnknownContentError(f"no content with id {content_id!r} in this index")
-        return record
-
-    def find_by_hash(self, content_hash: str) -> ContentRecord | None:
-        return self._catalogue.by_hash(content_hash)
-
-    def list(self) -> list[ContentRecord]:
-        return sorted(self._records.values(), key=lambda r: r.key)
 
     def stats(self) -> IndexStats:
         records = self._records.values()
         tables = self.directory / TABLE_DIR
-        on_disk = self._catalogue.segment_bytes() + sum(
-            (self.directory / name).stat().st_size
-            for name in (CATALOGUE_FILE, f"{CATALOGUE_FILE}-wal")
-            if (self.directory / name).exists()
-        )
+        on_disk = self._bytes_on_disk()
         if tables.is_dir():
             on_disk += sum(e.stat().st_size for e in tables.iterdir() if e.suffix == ".post")
         return IndexStats(
@@ -528,24 +280,6 @@ class Index:
         from acr.monitor import monitor
 
         return monitor(self, source, **options)
-
-    # -- internals --------------------------------------------------------------------------
-
-    def _segment_path(self, name: str) -> Path:
-        return self.directory / SEGMENT_DIR / name
-
-    def _table_path(self, name: str) -> Path:
-        return self.directory / TABLE_DIR / f"{name}.post"
-
-    def _require_writer(self) -> None:
-        if self.readonly:
-            raise IndexStoreError("this index was opened read-only")
-
-    def _delete_orphans(self) -> None:
-        """Delete segment and table files of no committed batch (after a crash or a compaction)."""
-        live = set(self._catalogue.live_segments())
-        delete_unlisted(self.directory / SEGMENT_DIR, live)
-        delete_unlisted(self.directory / TABLE_DIR, {self._table_path(name).name for name in live})
 
 
 def match_result(

@@ -1,11 +1,8 @@
 """The video index: a directory of immutable video segments, its catalogue, and matching.
 
-The same store as the audio index (:mod:`acr.index.store`), for the video
-signal: the catalogue (:mod:`acr.index.catalogue`, the same SQLite schema) is
-the manifest of live segments and the list of contents; segments hold the
-per-frame hashes (:mod:`acr.index.video_segment`); a batch is one segment
-written durably and then one catalogue transaction; one writer holds
-``writer.lock``, read-only instances pick up its commits with :meth:`refresh`.
+An index directory (:mod:`acr.index.directory`, as the audio index's) whose
+segments hold the per-frame hashes (:mod:`acr.index.video_segment`);
+:meth:`VideoIndex.compact` rewrites the live hashes into one segment.
 
 In the service the video index lives in ``<index_dir>/video``, beside the
 audio index's own files.
@@ -13,32 +10,22 @@ audio index's own files.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import time
-import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Any, Self
+from typing import Any, ClassVar
 
 import numpy as np
 
-from acr.errors import IndexStoreError, UnknownContentError
-from acr.index.catalogue import Catalogue, ContentRecord, ContentSpec
-from acr.index.segment import SegmentMissingError, delete_unlisted
-from acr.index.store import (
-    CATALOGUE_FILE,
-    DEFAULT_MAX_QUERY_BYTES,
-    DEFAULT_MAX_QUERY_SECONDS,
-    LOCK_FILE,
-    SEGMENT_DIR,
-    file_sha256,
-)
+from acr.errors import IndexStoreError
+from acr.index.catalogue import ContentRecord, ContentSpec
+from acr.index.directory import IndexDirectory
+from acr.index.store import DEFAULT_MAX_QUERY_BYTES, DEFAULT_MAX_QUERY_SECONDS
 from acr.index.video_lookup import VideoLookup
 from acr.index.video_segment import (
+    VideoSegment,
     build_video_segment,
     merge_video_segments,
     read_video_segment,
@@ -63,8 +50,6 @@ __all__ = ["VIDEO_SUBDIRECTORY", "VideoIndex", "VideoIndexStats"]
 
 VIDEO_SUBDIRECTORY = "video"
 """Where the service keeps its video index, inside its index directory."""
-
-_REFRESH_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -92,158 +77,58 @@ class VideoIndexStats:
         }
 
 
-class VideoIndex:
+class VideoIndex(IndexDirectory[VideoSegment, VideoHashes, VideoLookup]):
     """A video hash index on disk, loaded for matching.
 
     Open with :meth:`open`; use as a context manager. A writable index holds
     an exclusive lock on its directory; read-only instances may be open beside it.
     """
 
-    def __init__(self, directory: Path, catalogue: Catalogue, lock: IO[bytes] | None) -> None:
-        self.directory = directory
-        self.signal = VideoSignal()
-        self._catalogue = catalogue
-        self._lock = lock
-        self._lookup = VideoLookup()
-        self._records: dict[int, ContentRecord] = {}
-        self._loaded_segments: set[str] = set()
-        self._generation = -1
-        self.refresh()
+    noun = "video index"
+    suffix = ".vseg"
+    signal: ClassVar[VideoSignal] = VideoSignal()
 
-    # -- lifecycle ---------------------------------------------------------------------------
+    # -- the video signal's part of the directory -------------------------------------------
 
-    @classmethod
-    def open(
-        cls, directory: str | os.PathLike[str], *, create: bool = False, readonly: bool = False
-    ) -> VideoIndex:
-        """Open the video index in `directory`.
+    def _new_lookup(self) -> VideoLookup:
+        return VideoLookup()
 
-        Parameters
-        ----------
-        create : bool
-            Create the directory and an empty index if there is none.
-        readonly : bool
-            Open for matching only; takes no lock.
+    def _make_searchable(self, name: str, segment: VideoSegment | None) -> None:
+        if segment is None:
+            segment = read_video_segment(self._segment_path(name))
+        self._lookup.add_segment(segment)
+        self._loaded_segments.add(name)
 
-        Raises
-        ------
-        IndexStoreError
-            No index there (and not `create`), another process holds the
-            writer lock, or the directory holds an audio index.
-        """
-        path = Path(directory)
-        if not (path / CATALOGUE_FILE).exists() and (not create or readonly):
-            raise IndexStoreError(f"no video index at {path} (create one with `acr index`)")
-        lock: IO[bytes] | None = None
-        if not readonly:
-            (path / SEGMENT_DIR).mkdir(parents=True, exist_ok=True)
-            lock = open(path / LOCK_FILE, "wb")  # noqa: SIM115 - held for the index's lifetime
-            try:
-                fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                lock.close()
-                raise IndexStoreError(f"index {path} is being written by another process") from None
-        try:
-            catalogue = Catalogue(path / CATALOGUE_FILE, readonly=readonly)
-        except BaseException:
-            if lock is not None:
-                lock.close()
-            raise
-        try:
-            index = cls(path, catalogue, lock)
-            kinds = {record.kind for record in index._records.values()}
-            if kinds - {KIND}:
-                raise IndexStoreError(f"{path} holds {', '.join(sorted(kinds))} content, not video")
-            if lock is not None:
-                index._delete_orphans()
-        except BaseException:
-            catalogue.close()
-            if lock is not None:
-                lock.close()
-            raise
-        return index
+    def _reference(self, path: str | os.PathLike[str]) -> VideoHashes:
+        """Every reference view's hashes."""
+        return self.signal.hash_reference(path)
 
-    def close(self) -> None:
-        self._catalogue.close()
-        if self._lock is not None:
-            self._lock.close()
-            self._lock = None
+    def _check_contents(self) -> None:
+        kinds = {record.kind for record in self._records.values()}
+        if kinds - {KIND}:
+            raise IndexStoreError(
+                f"{self.directory} holds {', '.join(sorted(kinds))} content, not video"
+            )
 
-    def __enter__(self) -> Self:
-        return self
+    def _build_segment(self, contents: list[tuple[int, VideoHashes]]) -> VideoSegment:
+        return build_video_segment(contents)
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
+    def _write_segment(self, segment: VideoSegment, path: Path) -> int:
+        return write_video_segment(segment, path)
 
-    @property
-    def readonly(self) -> bool:
-        return self._lock is None
-
-    def refresh(self) -> bool:
-        """Load segments and tombstones committed since the last look; True if anything changed."""
-        if self._catalogue.generation() == self._generation:
-            return False
-        for attempt in range(_REFRESH_ATTEMPTS):
-            generation, live, contents = self._catalogue.snapshot()
-            if generation == self._generation:
-                return False
-            try:
-                self._load(live)
-            except SegmentMissingError:
-                # A compaction deleted the files we were about to read; look again.
-                if attempt + 1 == _REFRESH_ATTEMPTS:
-                    raise
-                continue
-            records = {r.key: r for r in contents}
-            for key in self._lookup.keys() - records.keys():
-                self._lookup.remove_key(key)
-            self._records = records
-            self._generation = generation
-            return True
-        raise AssertionError("unreachable")
-
-    def _load(self, live: list[str]) -> None:
-        if not self._loaded_segments.issubset(live):
-            self._lookup = VideoLookup()
-            self._loaded_segments = set()
-        for name in live:
-            if name not in self._loaded_segments:
-                self._lookup.add_segment(read_video_segment(self._segment_path(name)))
-                self._loaded_segments.add(name)
+    def _compacted(self, old: list[str]) -> list[VideoSegment]:
+        """The live hashes in one segment."""
+        parts = []
+        for name in old:
+            segment = read_video_segment(self._segment_path(name))
+            parts += [
+                segment.content(i)
+                for i, key in enumerate(segment.keys)
+                if int(key) in self._records
+            ]
+        return [merge_video_segments(parts)] if parts else []
 
     # -- writing ----------------------------------------------------------------------------
-
-    def add_file(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        content_id: str | None = None,
-        title: str | None = None,
-        metadata: dict[str, Any] | None = None,
-        external_id: str | None = None,
-        owner: str | None = None,
-        skip_existing: bool = True,
-    ) -> ContentRecord:
-        """Decode, hash (every reference view) and add a file; an indexed file is returned as is."""
-        content_hash = file_sha256(path)
-        if skip_existing and (existing := self._catalogue.by_hash(content_hash)) is not None:
-            return existing
-        hashes = self.signal.hash_reference(path)
-        spec = ContentSpec(
-            title=title or Path(path).stem,
-            content_id=content_id,
-            source=str(Path(path).resolve()),
-            content_hash=content_hash,
-            external_id=external_id,
-            owner=owner,
-            metadata=metadata or {},
-        )
-        return self.add_batch([(spec, hashes)])[0]
 
     def add_hashes(
         self,
@@ -257,129 +142,16 @@ class VideoIndex:
         spec = ContentSpec(title=title, content_id=content_id, metadata=metadata or {})
         return self.add_batch([(spec, hashes)])[0]
 
-    def add_batch(self, batch: Iterable[tuple[ContentSpec, VideoHashes]]) -> list[ContentRecord]:
-        """Add several contents as one segment, atomically."""
-        self._require_writer()
-        items = list(batch)
-        if not items:
-            return []
-        explicit = [spec.content_id for spec, _ in items if spec.content_id is not None]
-        if len(explicit) != len(set(explicit)):
-            raise IndexStoreError("a content id appears more than once in the batch")
-        for content_id in explicit:
-            if self._catalogue.by_id(content_id) is not None:
-                raise IndexStoreError(f"content id {content_id!r} is already indexed")
-        name = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}.vseg"
-        with self._catalogue.transaction() as db:
-            keys = self._catalogue.next_keys(len(items))
-            segment = build_video_segment(
-                [(key, hashes) for key, (_, hashes) in zip(keys, items, strict=True)]
-            )
-            size = write_video_segment(segment, self._segment_path(name))
-            self._catalogue.insert_segment(db, name, KIND, len(items), segment.times_ms.size, size)
-            for key, (spec, hashes) in zip(keys, items, strict=True):
-                self._catalogue.insert_content(
-                    db,
-                    key,
-                    spec,
-                    spec.content_id or uuid.uuid4().hex,
-                    KIND,
-                    hashes.duration_s,
-                    name,
-                    len(hashes),
-                )
-        self._lookup.add_segment(segment)
-        self._loaded_segments.add(name)
-        for key in keys:
-            record = self._catalogue.by_key(key)
-            assert record is not None
-            self._records[key] = record
-        self._generation = self._catalogue.generation()
-        return [self._records[key] for key in keys]
-
-    def remove(self, content_id: str) -> ContentRecord:
-        """Remove a content from matching; its hashes go at the next :meth:`compact`."""
-        self._require_writer()
-        record = self.get(content_id)
-        with self._catalogue.transaction() as db:
-            db.execute(
-                "UPDATE contents SET removed_at = ? WHERE key = ?", (time.time(), record.key)
-            )
-        self._lookup.remove_key(record.key)
-        self._records.pop(record.key, None)
-        self._generation = self._catalogue.generation()
-        return record
-
-    def compact(self) -> int:
-        """Rewrite the live hashes into one segment, dropping removed contents.
-
-        Returns
-        -------
-        int
-            Number of segment files replaced.
-        """
-        self._require_writer()
-        old = self._catalogue.live_segments()
-        if not old:
-            return 0
-        parts = []
-        for name in old:
-            segment = read_video_segment(self._segment_path(name))
-            parts += [
-                segment.content(i)
-                for i, key in enumerate(segment.keys)
-                if int(key) in self._records
-            ]
-        with self._catalogue.transaction() as db:
-            if parts:
-                merged = merge_video_segments(parts)
-                name = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}.vseg"
-                size = write_video_segment(merged, self._segment_path(name))
-                self._catalogue.insert_segment(
-                    db, name, KIND, merged.keys.size, merged.times_ms.size, size
-                )
-                db.executemany(
-                    "UPDATE contents SET segment = ? WHERE key = ?",
-                    [(name, int(key)) for key in merged.keys],
-                )
-            db.executemany("DELETE FROM segments WHERE name = ?", [(n,) for n in old])
-            marks = ",".join("?" * len(old))
-            db.execute(
-                "UPDATE contents SET segment = '' "
-                f"WHERE removed_at IS NOT NULL AND segment IN ({marks})",
-                old,
-            )
-        self.refresh()
-        self._delete_orphans()
-        return len(old)
-
     # -- reading ----------------------------------------------------------------------------
-
-    def get(self, content_id: str) -> ContentRecord:
-        record = self._catalogue.by_id(content_id)
-        if record is None:
-            raise UnknownContentError(f"no content with id {content_id!r} in this video index")
-        return record
-
-    def find_by_hash(self, content_hash: str) -> ContentRecord | None:
-        return self._catalogue.by_hash(content_hash)
-
-    def list(self) -> list[ContentRecord]:
-        return sorted(self._records.values(), key=lambda r: r.key)
 
     def stats(self) -> VideoIndexStats:
         records = self._records.values()
-        on_disk = self._catalogue.segment_bytes() + sum(
-            (self.directory / name).stat().st_size
-            for name in (CATALOGUE_FILE, f"{CATALOGUE_FILE}-wal")
-            if (self.directory / name).exists()
-        )
         return VideoIndexStats(
             contents=len(self._records),
             hashes=sum(r.codes for r in records),
             duration_s=sum(r.duration_s for r in records),
             segments=len(self._loaded_segments),
-            bytes_on_disk=on_disk,
+            bytes_on_disk=self._bytes_on_disk(),
         )
 
     # -- matching ---------------------------------------------------------------------------
@@ -473,14 +245,3 @@ class VideoIndex:
             duration_s=record.duration_s,
             metadata=record.metadata,
         )
-
-    def _segment_path(self, name: str) -> Path:
-        return self.directory / SEGMENT_DIR / name
-
-    def _require_writer(self) -> None:
-        if self.readonly:
-            raise IndexStoreError("this video index was opened read-only")
-
-    def _delete_orphans(self) -> None:
-        """Delete segment files no committed batch refers to (left by a crash or a compaction)."""
-        delete_unlisted(self.directory / SEGMENT_DIR, set(self._catalogue.live_segments()))

@@ -1,8 +1,7 @@
 """Immutable video segment files: the per-frame hashes of a batch of contents.
 
 The video counterpart of :mod:`acr.index.segment`, written and verified the
-same way (temporary name, fsync, rename, fsync of the directory; CRC-32 of
-the body), with records sized for 256-bit hashes::
+same way (see :mod:`acr.index.files`), with records sized for 256-bit hashes::
 
     header (64 bytes)   magic, version, counts, CRC-32 of the body
     keys     int64[n_contents]   catalogue key of each content
@@ -17,9 +16,7 @@ the body), with records sized for 256-bit hashes::
 
 from __future__ import annotations
 
-import os
 import struct
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -28,22 +25,26 @@ import numpy as np
 from numpy.typing import NDArray
 
 from acr.errors import IndexStoreError
-from acr.index.segment import SegmentMissingError, fsync_directory
+from acr.index.files import SegmentContents, SegmentFormat
 from acr.signals.video.hashes import VideoHashes
 from acr.signals.video.pdq import HASH_BYTES
 
 __all__ = ["VideoSegment", "build_video_segment", "read_video_segment", "write_video_segment"]
 
-_MAGIC: Final = b"ACRVSEG\0"
-_VERSION: Final = 1
-_HEADER: Final = struct.Struct("<8sIQQI32x")
-assert _HEADER.size == 64
+_FORMAT: Final = SegmentFormat(
+    name="video segment",
+    magic=b"ACRVSEG\0",
+    version=1,
+    header=struct.Struct("<8sIQQI32x"),
+    posting_bytes=HASH_BYTES + 6,
+)
+assert _FORMAT.header.size == 64
 _MAX_MS: Final = (1 << 32) - 1
 
 
 @dataclass(frozen=True)
-class VideoSegment:
-    """The hashes of a batch of contents, grouped by content."""
+class VideoSegment(SegmentContents):
+    """The hashes of a batch of contents, grouped by content (a posting is a hash)."""
 
     keys: NDArray[np.int64]
     ends: NDArray[np.int64]
@@ -51,15 +52,6 @@ class VideoSegment:
     times_ms: NDArray[np.uint32]
     quality: NDArray[np.uint8]
     views: NDArray[np.uint8]
-
-    @property
-    def starts(self) -> NDArray[np.int64]:
-        """First hash of each content."""
-        return np.concatenate([[0], self.ends[:-1]]).astype(np.int64)
-
-    def posting_keys(self) -> NDArray[np.int64]:
-        """Catalogue key of every hash."""
-        return np.repeat(self.keys, np.diff(np.concatenate([[0], self.ends])))
 
     def content(self, index: int) -> VideoSegment:
         """The segment of the `index`-th content alone."""
@@ -119,21 +111,7 @@ def write_video_segment(segment: VideoSegment, path: Path) -> int:
             segment.views.astype(np.uint8).tobytes(),
         ]
     )
-    header = _HEADER.pack(
-        _MAGIC, _VERSION, segment.keys.size, segment.times_ms.size, zlib.crc32(body)
-    )
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(temporary, "wb") as handle:
-            handle.write(header)
-            handle.write(body)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    fsync_directory(path.parent)
-    return len(header) + len(body)
+    return _FORMAT.write(path, (segment.keys.size, segment.times_ms.size), body)
 
 
 def read_video_segment(path: Path) -> VideoSegment:
@@ -146,33 +124,15 @@ def read_video_segment(path: Path) -> VideoSegment:
     IndexStoreError
         If it cannot be read, is not a video segment, is truncated, or fails its checksum.
     """
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise SegmentMissingError(f"segment {path.name} is missing from {path.parent}") from None
-    except OSError as error:
-        raise IndexStoreError(f"segment {path.name} cannot be read: {error}") from error
-    if len(data) < _HEADER.size:
-        raise IndexStoreError(f"segment {path.name} is truncated")
-    magic, version, n_contents, n_hashes, crc = _HEADER.unpack_from(data)
-    if magic != _MAGIC or version != _VERSION:
-        raise IndexStoreError(f"{path.name} is not a version-{_VERSION} video segment")
-    expected = _HEADER.size + 16 * n_contents + (HASH_BYTES + 6) * n_hashes
-    if len(data) != expected or zlib.crc32(memoryview(data)[_HEADER.size :]) != crc:
-        raise IndexStoreError(f"segment {path.name} is corrupt (size or checksum mismatch)")
-    offset = _HEADER.size
-
-    def take(dtype: str, count: int) -> NDArray[np.generic]:
-        nonlocal offset
-        array = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
-        offset += array.nbytes
-        return array
-
+    (n_contents, n_hashes), body = _FORMAT.read(path)
+    keys = body.take("<i8", n_contents).astype(np.int64)
+    ends = body.take("<i8", n_contents).astype(np.int64)
+    hashes = body.take("u1", HASH_BYTES * n_hashes).reshape(n_hashes, HASH_BYTES)
     return VideoSegment(
-        keys=take("<i8", n_contents).astype(np.int64),
-        ends=take("<i8", n_contents).astype(np.int64),
-        hashes=take("u1", HASH_BYTES * n_hashes).astype(np.uint8).reshape(n_hashes, HASH_BYTES),
-        times_ms=take("<u4", n_hashes).astype(np.uint32),
-        quality=take("u1", n_hashes).astype(np.uint8),
-        views=take("u1", n_hashes).astype(np.uint8),
+        keys=keys,
+        ends=ends,
+        hashes=hashes.astype(np.uint8),
+        times_ms=body.take("<u4", n_hashes).astype(np.uint32),
+        quality=body.take("u1", n_hashes).astype(np.uint8),
+        views=body.take("u1", n_hashes).astype(np.uint8),
     )

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from acr.db.models import Content
 from acr.errors import AcrError
-from acr.index.store import file_sha256
+from acr.index.directory import file_sha256
 from acr.library.contents import KINDS, NewContent, register_content
 from indexer.manifest import ManifestError, is_manifest, read_manifest
 

@@ -48,7 +48,8 @@ from acr.errors import (
     UnknownContentError,
 )
 from acr.index.catalogue import Catalogue, ContentRecord, ContentSpec
-from acr.index.store import CATALOGUE_FILE, Index, file_sha256
+from acr.index.directory import CATALOGUE_FILE, file_sha256
+from acr.index.store import Index
 from acr.index.video import VIDEO_SUBDIRECTORY, VideoIndex
 from acr.library.contents import KINDS, emit_content_event
 from acr.settings import Settings

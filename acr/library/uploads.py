@@ -23,7 +23,7 @@ from pathlib import Path
 from types import TracebackType
 
 from acr.errors import EmptyMediaError, MediaTooLargeError
-from acr.index.segment import fsync_directory
+from acr.index.files import fsync_directory
 
 __all__ = ["INCOMING_DIR", "IncomingMedia", "StoredMedia", "media_suffix"]
 
