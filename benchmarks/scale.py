@@ -350,12 +350,14 @@ def measure_size(
     max_hits: int | None,
     nomination_hits: int = NOMINATION_HITS,
     nominees: int = NOMINEES,
+    resident: bool = True,
 ) -> dict[str, Any]:
     """One point of the curve, in this process: start-up, memory, latency, accuracy.
 
     ``max_hits`` is the search's budget of hits per lookup (None: unbounded);
     looks over it nominate ``nominees`` contents from ``nomination_hits``
-    postings and read those contents in full.
+    postings and read those contents in full. ``resident``: fault the tables
+    in at start-up, as a serving process does (``CodeLookup.make_resident``).
     """
     catalogue = real_catalogue(n_queries)
     warm = warm_queries(n_queries)
@@ -367,6 +369,8 @@ def measure_size(
     lookup.add_segment(segment)
     for path in files:
         lookup.add_table(map_table(path, CODE_BITS))
+    if resident:
+        lookup.make_resident()
     load_s = time.perf_counter() - started
     rss_loaded = rss_mb()
     durations = {i + 1: fp.duration_s for i, fp in enumerate(catalogue.references)}
@@ -465,16 +469,24 @@ def measure_size(
 
 
 def curve(
-    hours: Sequence[float], queries: int, max_hits: int | None, nomination: Sequence[str] = ()
+    hours: Sequence[float],
+    queries: int,
+    max_hits: int | None,
+    options: Sequence[str] = (),
+    *,
+    cold: bool = False,
 ) -> list[dict[str, Any]]:
     """Each size in a fresh process, so that its memory is its own.
 
-    ``nomination`` are the options that set how looks over budget nominate.
+    ``options`` are passed on (how looks over budget nominate, whether the
+    tables are made resident); ``cold`` empties the page cache before each size.
     """
     points = []
     for size in hours:
+        if cold:
+            drop_page_cache()
         command = [sys.executable, "-m", "benchmarks.scale", "--one", str(size)]
-        command += ["--queries", str(queries), "--max-hits", str(max_hits or 0), *nomination]
+        command += ["--queries", str(queries), "--max-hits", str(max_hits or 0), *options]
         done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True)
         if done.returncode != 0:
             points.append({"hours": size, "error": done.stderr.strip().splitlines()[-1:]})
@@ -482,6 +494,15 @@ def curve(
         points.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(json.dumps(points[-1]), file=sys.stderr)
     return points
+
+
+def drop_page_cache() -> None:
+    """Empty the kernel's page cache, as after a reboot (root only; the whole machine's)."""
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError as error:
+        raise SystemExit(f"--page-cache cold needs root on Linux: {error}") from None
 
 
 # -- the loopback cluster ------------------------------------------------------------------------
@@ -640,7 +661,10 @@ def report(
         'contents ("verified"); both are counted in "hits read". "again p50" matches the '
         "same clips a second time in the same process, whose mappings are then in place; "
         '"warm" matches as many other clips, never seen by the process, after all the '
-        "rest (a serving process's steady state).",
+        'rest (a serving process\'s steady state). "start-up" maps the tables and, '
+        "unless `--not-resident`, faults them into the process (`CodeLookup.make_resident`, "
+        "as a serving process does before it reports ready); the page cache holds them "
+        "unless `--page-cache cold`, which empties it before each size, as after a reboot.",
         "",
         "| hours | budget | nominees (sample) | postings | tables on disk | start-up "
         "| RSS after start-up | RSS after queries | match p50 | match p95 | again p50 "
@@ -735,14 +759,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--nominees", type=int, default=NOMINEES, help="contents a look over budget nominates"
     )
+    parser.add_argument(
+        "--page-cache",
+        choices=("warm", "cold"),
+        default="warm",
+        help="cold: empty the page cache before each size, as after a reboot (root only)",
+    )
+    parser.add_argument(
+        "--not-resident",
+        action="store_true",
+        help="leave the tables to fault in as they are read, instead of at start-up",
+    )
     parser.add_argument("--no-cluster", action="store_true")
     parser.add_argument("--cluster-seconds", type=float, default=10.0)
     parser.add_argument("--one", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     max_hits = args.max_hits or None
-    nomination = ["--nomination-hits", str(args.nomination_hits)]
-    nomination += ["--nominees", str(args.nominees)]
+    residency = ["--not-resident"] if args.not_resident else []
+    nomination = ["--nomination-hits", str(args.nomination_hits), "--nominees", str(args.nominees)]
+    cold = args.page_cache == "cold"
     if args.one is not None:
         found = measure_size(
             args.one,
@@ -750,14 +786,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_hits=max_hits,
             nomination_hits=args.nomination_hits,
             nominees=args.nominees,
+            resident=not args.not_resident,
         )
         print(json.dumps(found))
         return 0
     check = model_check(real_catalogue(args.queries))
-    points = curve(args.hours, args.queries, max_hits, nomination)
+    points = curve(args.hours, args.queries, max_hits, nomination + residency, cold=cold)
     if max_hits is not None:
         smaller = [size for size in args.hours if size <= args.unbounded_up_to]
-        points += curve(smaller, args.queries, None)
+        points += curve(smaller, args.queries, None, residency, cold=cold)
     cluster = None if args.no_cluster else cluster_run(args.queries, args.cluster_seconds)
     text = report(check, points, cluster, list(argv if argv is not None else sys.argv[1:]))
     args.output.parent.mkdir(parents=True, exist_ok=True)

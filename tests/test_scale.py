@@ -8,6 +8,7 @@ with tombstones, for exact-only looks, and from a memory-mapped file.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import faiss
@@ -240,3 +241,45 @@ def test_a_budget_keeps_the_answer_while_capping_the_work(
             best = identify(query, warps=False).ranked[0]
             assert best.key == seed - 700 + 1
             assert abs(best.offset_frames * SIGNAL.hop_s - start_s) < 0.1
+
+
+def _rss_file_bytes() -> int:
+    """File-backed memory mapped into this process (``RssFile`` of /proc/self/status)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssFile:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no RssFile line")
+
+
+@pytest.mark.skipif(
+    not Path("/proc/self/status").exists()
+    or tuple(int(p) for p in os.uname().release.split(".")[:2]) < (5, 14),
+    reason="MADV_POPULATE_READ is Linux 5.14+",
+)
+def test_mapped_tables_are_made_resident_when_they_fit(
+    queries: list[tuple[NDArray[np.uint32], NDArray[np.uint32]]], tmp_path: Path
+) -> None:
+    rng = np.random.default_rng(7)
+    n_codes, n_postings = 50_000, 8_000_000  # 32 MB of postings
+    table = PostingTable(
+        keys=np.array([1], dtype=np.int64),
+        bases=np.array([0], dtype=np.int64),
+        codes=np.sort(rng.choice(1 << CODE_BITS, n_codes, replace=False)).astype(np.uint32),
+        offsets=np.linspace(0, n_postings, n_codes + 1).astype(np.int64),
+        postings=rng.integers(0, 1 << 20, n_postings, dtype=np.uint32),
+    )
+    write_table(table, tmp_path / "t.post")
+    in_memory, mapped = CodeLookup(), CodeLookup()
+    in_memory.add_table(table)
+    mapped.add_table(map_table(tmp_path / "t.post", CODE_BITS))
+    assert in_memory.make_resident() == 0  # nothing mapped
+
+    before = _rss_file_bytes()
+    assert mapped.make_resident(max_bytes=n_postings) == 0  # 32 MB do not fit in 8 MB
+    assert _rss_file_bytes() - before < 4 << 20
+
+    resident = mapped.make_resident()
+    assert resident == table.postings.nbytes + table.codes.nbytes + table.offsets.nbytes
+    assert _rss_file_bytes() - before >= 0.95 * resident
+    for codes, frames in queries:
+        assert _same(mapped.search(codes, frames), in_memory.search(codes, frames))

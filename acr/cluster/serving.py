@@ -81,7 +81,7 @@ class ShardReplica:
         tables = None if table_dir is None else Path(table_dir)
         self._store = ShardStore(Path(index_dir), shard, n_shards, tables)
         self._building = threading.Lock()
-        self._store.lookup(snapshot)
+        self._store.lookup(snapshot).make_resident()
 
     def _lookup(self, snapshot: list[Any], generation: int | None = None) -> Any:
         """The lookup of a snapshot (a one-element list, so Ray hands over the reference)."""

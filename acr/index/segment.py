@@ -14,6 +14,8 @@ Segments are written and verified as :mod:`acr.index.files` describes.
 
 from __future__ import annotations
 
+import ctypes
+import mmap
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -211,6 +213,26 @@ class PostingTable:
         """Number of postings."""
         return int(self.postings.size)
 
+    @property
+    def mapped_bytes(self) -> int:
+        """Bytes of its arrays memory-mapped from a file (0 for a table built in memory)."""
+        return sum(array.nbytes for array in self._mapped())
+
+    def make_resident(self) -> bool:
+        """Fault every page of its mapped arrays into this process now, as reads would.
+
+        Returns
+        -------
+        bool
+            False where the kernel cannot (Linux before 5.14, other systems):
+            the pages then fault in as lookups read them.
+        """
+        return all(_populate(array) for array in self._mapped())
+
+    def _mapped(self) -> list[NDArray[Any]]:
+        arrays = (self.codes, self.offsets, self.postings)
+        return [array for array in arrays if isinstance(array, np.memmap)]
+
     def followed_by(self, other: PostingTable) -> PostingTable:
         """One table holding this table's postings and then ``other``'s (sparse tables only).
 
@@ -271,6 +293,20 @@ def write_table(table: PostingTable, path: Path) -> int:
         table.postings.astype(f"<u{table.postings.dtype.itemsize}"),
     ]
     return write_atomically(path, [header, *(np.ascontiguousarray(part).data for part in parts)])
+
+
+_MADV_POPULATE_READ = 22
+"""Linux's madvise advice that faults pages in as reads would (5.14+); Python's
+``mmap`` module has no name for it, and NumPy's memmap keeps its mmap private."""
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _populate(array: NDArray[Any]) -> bool:
+    """Fault in the pages under a memory-mapped array; False if the kernel refuses."""
+    start = array.ctypes.data // mmap.PAGESIZE * mmap.PAGESIZE
+    length = array.ctypes.data + array.nbytes - start
+    done = _libc.madvise(ctypes.c_void_p(start), ctypes.c_size_t(length), _MADV_POPULATE_READ)
+    return bool(done == 0)
 
 
 def map_table(path: Path, code_bits: int) -> PostingTable:

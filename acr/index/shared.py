@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -21,6 +22,8 @@ from acr.signals.video import VideoHashes, VideoSignal
 from acr.video_matching import DEFAULT_MIN_CONFIDENCE as DEFAULT_VIDEO_MIN_CONFIDENCE
 
 IndexT = TypeVar("IndexT", Index, VideoIndex)
+
+_log = logging.getLogger(__name__)
 
 
 class _Shared(ABC, Generic[IndexT]):
@@ -57,7 +60,16 @@ class SharedIndex(_Shared[Index]):
 
     def _load(self) -> Index:
         compile_kernels()
-        return Index.open(self.directory, readonly=True)
+        index = Index.open(self.directory, readonly=True)
+        started = time.perf_counter()
+        resident = index.lookup.make_resident()
+        if resident:
+            _log.info(
+                "index tables resident: %.2f GB in %.1f s",
+                resident / 1e9,
+                time.perf_counter() - started,
+            )
+        return index
 
     def ready(self) -> bool:
         """Whether the index can be opened and read."""
