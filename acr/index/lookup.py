@@ -112,16 +112,18 @@ class CodeLookup:
         A lookup reads postings all over its tables, and a process pays a fault
         for each page it touches first, and a read from disk for a page not in
         the page cache (after a restart): at 10,000 h the first 40 matches of a
-        fresh process took 65 ms at the median and 706 ms at p95 on a cold page
-        cache, 21 and 117 ms with the tables made resident first, which read
-        13 GB in 6.9 s (``docs/scale.md``). Tables larger than ``max_bytes``
+        fresh process took 76-85 ms at the median and 0.7-0.8 s at p95 on a cold
+        page cache, 20-21 ms and 154-165 ms with the tables made resident first,
+        which read 13 GB in 6.4 s (``docs/scale.md``). Tables larger than ``max_bytes``
         together are left to fault in as they are read, so that they do not
         push everything else out of memory.
 
         Parameters
         ----------
         max_bytes : int, optional
-            Default: half of the machine's physical memory.
+            Default: three quarters of the memory available now (Linux's
+            ``MemAvailable``: free memory and the page cache it may drop, where
+            the tables' own pages already are if another process mapped them).
 
         Returns
         -------
@@ -130,7 +132,7 @@ class CodeLookup:
             cannot (Linux before 5.14, other systems).
         """
         if max_bytes is None:
-            max_bytes = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+            max_bytes = _memory_available() * 3 // 4
         mapped = sum(table.mapped_bytes for table in self._tables)
         if mapped > max_bytes:
             return 0
@@ -347,6 +349,18 @@ def probes_of(codes: NDArray[np.uint32], max_flips: int) -> NDArray[np.uint32]:
 _Directory = tuple[NDArray[np.int64], int]
 """Index in a table's sorted distinct codes of the first code of each prefix
 (and the end), and how far a code is shifted to give its prefix."""
+
+
+def _memory_available() -> int:
+    """Bytes of memory available without swapping (all of it where the system does not say)."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def _directory(codes: NDArray[np.uint32]) -> _Directory:
