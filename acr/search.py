@@ -91,6 +91,8 @@ moved 13 answers to a repeat; in the 9 of them re-examined, the rival had 0.64
 to 1.0 of the chosen line's evidence. Half leaves a margin below that."""
 PITCH_SEARCH_BANDS = 1
 """Band steps tried either side when measuring a match's pitch."""
+GRID_PITCH_BANDS = max(abs(warp.pitch_bands) for warp in WARPS)
+"""The largest pitch shift of the warp grid, in bands."""
 HIT_BUDGET = 1 << 19
 """Most postings one lookup reads whole; a look whose probes hold more is
 answered by nomination and verification (see :class:`Query`).
@@ -482,7 +484,18 @@ def _measured_pitch(alignment: Alignment, query: Query, *, exact: Hits | None = 
             counts[bands] = on_line(query.key_hits(warp, alignment.key, exact=True))
         return counts[bands]
 
-    peak = max(range(start - PITCH_SEARCH_BANDS, start + PITCH_SEARCH_BANDS + 1), key=count)
+    def strongest(shifts: range) -> int:
+        # Ties go to the shift nearest the pitch the alignment was found at.
+        return max(shifts, key=lambda bands: (count(bands), -abs(bands - start)))
+
+    peak = strongest(range(start - PITCH_SEARCH_BANDS, start + PITCH_SEARCH_BANDS + 1))
+    if count(peak) == 0:
+        # Found through one-bit neighbours, with no exact code on its line near
+        # that pitch (a shift of a few bands that the look absorbed): try every
+        # shift of the grid rather than report the pitch it was found at.
+        peak = strongest(range(-GRID_PITCH_BANDS, GRID_PITCH_BANDS + 1))
+        if count(peak) == 0:
+            return alignment.pitch
     # Climb while the peak sits on the edge of what was tried.
     for _ in range(len(WARPS)):
         if count(peak - 1) > count(peak):

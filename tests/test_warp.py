@@ -91,6 +91,8 @@ def test_the_grid_covers_ten_per_cent_each_way() -> None:
         ("speed -9 %", lambda x: degrade.speed(x, SONG_RATE, 0.91), 0.91, 0.91),
         ("tempo +10 %", lambda x: degrade.tempo(x, SONG_RATE, 1.10), 1.10, 1.0),
         ("pitch -1.5 semitones", lambda x: degrade.pitch(x, SONG_RATE, -1.5), 1.0, 2**-0.125),
+        ("pitch +1 semitone", lambda x: degrade.pitch(x, SONG_RATE, 1.0), 1.0, 2 ** (1 / 12)),
+        ("pitch -1 semitone", lambda x: degrade.pitch(x, SONG_RATE, -1.0), 1.0, 2 ** (-1 / 12)),
     ],
 )
 def test_changed_samples_match_with_their_factors_and_offset(
