@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from acr import Index
+from acr.kernels import compile_kernels
 from acr.monitor import (
     MIN_WINDOWS,
     WINDOW_HOP_S,
@@ -457,6 +458,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     truths: list[list[dict[str, Any]]] = []
     timelines: list[dict[str, Any]] = []
     with Index.open(built.path, readonly=True) as index:
+        compile_kernels()  # as a server does before it reports ready
         for number in range(plan.broadcasts + plan.sped_up):
             playback = BROADCAST_SPEED if number >= plan.broadcasts else 1.0
             log(f"broadcast {number}: building {plan.minutes:g} min, played {playback:g} fast")

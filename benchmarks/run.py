@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from acr import Index, Match
 from acr.errors import AcrError
+from acr.kernels import compile_kernels
 from acr.matching import CONFIDENCE_MIDPOINT, CONFIDENCE_SLOPE, DEFAULT_MIN_CONFIDENCE
 from acr.signals.audio import SAMPLE_RATE, fingerprint_reference
 from acr.signals.audio.decode import decode_audio
@@ -488,6 +489,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         [t.duration_s for t in negs], plan.negative_clips, "negative", plan.negative_degradations
     )
     with Index.open(index_dir, readonly=True) as index:
+        compile_kernels()  # as a server does before it reports ready
         stats = index.stats()
         costs.update(
             index_codes=stats.codes,
