@@ -109,7 +109,7 @@ def start_background(app: FastAPI, services: Services) -> Callable[[], None]:
     """
     settings = services.settings
     # Opening the index loads (on a new machine: compiles) the core's kernels and
-    # maps its tables, a few seconds that the first viewer would otherwise wait.
+    # faults its tables into memory, seconds that the first viewer would otherwise wait.
     threading.Thread(target=services.index.ready, name="index-warm-up", daemon=True).start()
     sync_from_index(services.sessions, settings.index_path)
     indexer = ContentIndexer(services.sessions, settings)
